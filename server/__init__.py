@@ -1,0 +1,1 @@
+"""The language server and the `kvsplice` command line."""
