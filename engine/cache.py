@@ -1,0 +1,56 @@
+"""A document's KV cache: preallocated buffers plus per-slot bookkeeping.
+
+Slots hold tokens in document order. `positions[s]` is the RoPE position the key in slot s was
+rotated to, and `stale[s]` says its deeper-layer K/V were computed against other text. The
+buffers are `[layers, kv_heads, capacity, head_dim]`, contiguous in the slot dimension per layer
+and head, so moving a range of tokens is one strided copy and the kernels stay simple.
+"""
+from __future__ import annotations
+
+import torch
+
+from kvsplice import kernels
+
+
+class KVCache:
+    """K/V buffers that grow geometrically; slots past `length` are scratch."""
+
+    def __init__(self, layers: int, kv_heads: int, head_dim: int, device: torch.device,
+                 dtype: torch.dtype, capacity: int = 256):
+        self.dims = (layers, kv_heads, head_dim)
+        self.device, self.dtype = device, dtype
+        self.k = torch.zeros(layers, kv_heads, capacity, head_dim, device=device, dtype=dtype)
+        self.v = torch.zeros_like(self.k)
+        self.length = 0
+        self.positions: list[int] = []
+        self.stale: list[bool] = []
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+    def reserve(self, slots: int) -> None:
+        """Make room for `slots` slots (live + scratch), doubling so appends stay amortized O(1)."""
+        if slots <= self.capacity:
+            return
+        capacity = max(slots, 2 * self.capacity)
+        layers, heads, dim = self.dims
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            new = torch.zeros(layers, heads, capacity, dim, device=self.device, dtype=self.dtype)
+            new[:, :, :self.length] = old[:, :, :self.length]
+            setattr(self, name, new)
+
+    def move(self, start: int, end: int, shift: int, delta: int, inv_freq: torch.Tensor) -> None:
+        """Move slots [start, end) by `shift` slots and rotate their keys by `delta` positions."""
+        if end <= start or (shift == 0 and delta == 0):
+            return
+        self.reserve(end + shift)
+        kernels.rotate_and_move_(self.k, self.v, start, end, shift, delta, inv_freq)
+
+    def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.k[index, :, :self.length], self.v[index, :, :self.length]

@@ -1,0 +1,190 @@
+"""The engine's own compact Llama/Qwen2 forward, over a KV cache it owns.
+
+Every forward takes explicit positions and says, per segment, which cache slots its rows write
+and which keys they see (`kernels.attention`'s prefix + causal chunk). The caller owns where
+tokens sit; that is what makes a splice, a refresh and a draft in scratch slots the same call.
+transformers is used only to read the config and weights; its forward is the test oracle.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import AutoConfig, PretrainedConfig
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+from kvsplice import kernels
+
+from .errors import ModelLoadError, UnsupportedArchitecture
+
+SUPPORTED = ("llama", "qwen2")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the forward needs to know of a model; absorbs config-name quirks once."""
+
+    model_type: str
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    eps: float
+    tied: bool
+
+    @classmethod
+    def from_config(cls, config: PretrainedConfig) -> "Shape":
+        if config.model_type not in SUPPORTED:
+            raise UnsupportedArchitecture(
+                f"unsupported architecture {config.model_type!r}: kvsplice runs the Llama and Qwen2 "
+                f"families ({', '.join(SUPPORTED)})"
+            )
+        return cls(
+            model_type=config.model_type,
+            vocab=config.vocab_size,
+            hidden=config.hidden_size,
+            layers=config.num_hidden_layers,
+            heads=config.num_attention_heads,
+            kv_heads=config.num_key_value_heads or config.num_attention_heads,
+            head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+            eps=config.rms_norm_eps,
+            tied=bool(config.tie_word_embeddings),
+        )
+
+
+def rope_inv_freq(config: PretrainedConfig) -> torch.Tensor:
+    """Inverse frequencies with the model's theta and scaling type (fp32)."""
+    params = config.rope_parameters
+    kind = params.get("rope_type", "default")
+    if kind == "default":
+        dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return 1.0 / (params["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    if kind not in ROPE_INIT_FUNCTIONS or kind == "dynamic":
+        raise UnsupportedArchitecture(f"unsupported RoPE type {kind!r}")
+    inv_freq, scaling = ROPE_INIT_FUNCTIONS[kind](config)
+    if scaling != 1.0:
+        raise UnsupportedArchitecture(f"RoPE type {kind!r} with attention scaling {scaling} is not supported")
+    return inv_freq.to(torch.float32)
+
+
+@dataclass
+class Layer:
+    norm1: torch.Tensor
+    wqkv: torch.Tensor
+    bqkv: torch.Tensor | None
+    wo: torch.Tensor
+    norm2: torch.Tensor
+    w_gate_up: torch.Tensor
+    w_down: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows of one forward that sit in cache slots [chunk_end - rows, chunk_end) and see keys
+    [0, prefix_len) plus chunk slots [chunk_start, own slot]."""
+
+    prefix_len: int
+    chunk_start: int
+    chunk_end: int
+    rows: int
+
+    @classmethod
+    def in_place(cls, start: int, end: int) -> "Segment":
+        return cls(start, start, end, end - start)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.to(torch.float32)
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+class Transformer:
+    """Weights of a Llama/Qwen2 model, fused per layer (qkv, gate+up) for fewer weight passes."""
+
+    def __init__(self, shape: Shape, inv_freq: torch.Tensor, weights: dict[str, torch.Tensor],
+                 device: torch.device, dtype: torch.dtype):
+        self.shape, self.device, self.dtype = shape, device, dtype
+        self.inv_freq = inv_freq.to(device)
+
+        def take(name: str) -> torch.Tensor:
+            try:
+                return weights.pop(name).to(device=device, dtype=dtype)
+            except KeyError:
+                raise ModelLoadError(f"weight {name!r} is missing from the model files") from None
+
+        self.embed = take("model.embed_tokens.weight")
+        self.layers = []
+        for i in range(shape.layers):
+            p = f"model.layers.{i}."
+            q, k, v = (take(p + f"self_attn.{n}_proj.weight") for n in "qkv")
+            bias = None
+            if p + "self_attn.q_proj.bias" in weights:
+                bias = torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
+            self.layers.append(Layer(
+                norm1=take(p + "input_layernorm.weight"),
+                wqkv=torch.cat((q, k, v)),
+                bqkv=bias,
+                wo=take(p + "self_attn.o_proj.weight"),
+                norm2=take(p + "post_attention_layernorm.weight"),
+                w_gate_up=torch.cat((take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight"))),
+                w_down=take(p + "mlp.down_proj.weight"),
+            ))
+        self.norm = take("model.norm.weight")
+        self.lm_head = self.embed if shape.tied or "lm_head.weight" not in weights else take("lm_head.weight")
+
+    @classmethod
+    def from_folder(cls, folder: Path, device: torch.device, dtype: torch.dtype) -> "Transformer":
+        config = AutoConfig.from_pretrained(folder)
+        shape = Shape.from_config(config)
+        files = sorted(Path(folder).glob("*.safetensors"))
+        if not files:
+            raise ModelLoadError(f"no .safetensors weights in {folder}")
+        weights: dict[str, torch.Tensor] = {}
+        for f in files:
+            weights.update(load_file(f))
+        return cls(shape, rope_inv_freq(config), weights, device, dtype)
+
+    @torch.inference_mode()
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, segments: list[Segment],
+                k_cache: torch.Tensor, v_cache: torch.Tensor, logits_rows: int = 0) -> torch.Tensor | None:
+        """Run rows ids [N] at positions [N], writing their K/V into the cache slots their
+        segments name (in order), and return logits of the last `logits_rows` rows (fp32).
+
+        Within a layer every row's K/V is written before any row attends, so a later segment
+        sees this layer's fresh K/V of an earlier one (a fused edit + tail re-run is exact).
+        """
+        s = self.shape
+        x = self.embed[ids]
+        slots = torch.cat([torch.arange(g.chunk_end - g.rows, g.chunk_end) for g in segments]).to(self.device)
+        positions = positions.to(self.device)
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
+        n = ids.shape[0]
+        for li, layer in enumerate(self.layers):
+            h = _rms_norm(x, layer.norm1, s.eps)
+            qkv = F.linear(h, layer.wqkv, layer.bqkv)
+            q = qkv[:, :q_size].view(n, s.heads, s.head_dim).transpose(0, 1)
+            k = qkv[:, q_size:q_size + kv_size].view(n, s.kv_heads, s.head_dim).transpose(0, 1)
+            v = qkv[:, q_size + kv_size:].view(n, s.kv_heads, s.head_dim).transpose(0, 1)
+            q = kernels.apply_rope(q, positions, self.inv_freq)
+            k_cache[li][:, slots] = kernels.apply_rope(k, positions, self.inv_freq)
+            v_cache[li][:, slots] = v
+            outs, row = [], 0
+            for g in segments:
+                outs.append(kernels.attention(q[:, row:row + g.rows].contiguous(), k_cache[li], v_cache[li],
+                                              g.prefix_len, g.chunk_start, g.chunk_end))
+                row += g.rows
+            attn = torch.cat(outs, dim=1).transpose(0, 1).reshape(n, q_size)
+            x = x + F.linear(attn, layer.wo)
+            h = _rms_norm(x, layer.norm2, s.eps)
+            gate, up = F.linear(h, layer.w_gate_up).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, layer.w_down)
+        if not logits_rows:
+            return None
+        last = _rms_norm(x[-logits_rows:], self.norm, s.eps)
+        return F.linear(last, self.lm_head).to(torch.float32)

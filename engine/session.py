@@ -1,0 +1,170 @@
+"""A Session is one document: its text, token ids, and the KV cache that edits are spliced into.
+
+Invariants after every public call (and after any exception, which leaves the session as it was):
+`text` is the document, `token_ids` decode to it exactly, and cache slot `HEAD + t` holds token t
+(slot 0 holds the head token that every draft can attend to, even at the document start).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from . import drafts
+from .cache import KVCache
+from .model import Segment
+from .strategies import STRATEGIES, plan_edit
+from .tokens import Splice
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+HEAD = 1
+PREFILL_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class EditReport:
+    """What one edit cost: tokens whose K/V were kept, encoded, and kept-but-rotated."""
+
+    reused: int
+    encoded: int
+    rotated: int
+    stale: int
+    ms: float
+    span: tuple[int, int, int]  # old token range [i, j) replaced by m new tokens
+
+
+class Session:
+    def __init__(self, engine: "Engine", text: str, strategy: str = "pie", fim: bool | None = None,
+                 min_chunk: int = 32):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.engine, self.strategy, self.min_chunk = engine, strategy, min_chunk
+        self.vocab = engine.vocab
+        self.fim = engine.fim_ids if fim is None or fim else None
+        if fim and engine.fim_ids is None:
+            raise ValueError("this model's tokenizer has no fill-in-the-middle tokens")
+        self.head_id = self.fim[0] if self.fim else engine.start_id
+        s = engine.model.shape
+        self.cache = KVCache(s.layers, s.kv_heads, s.head_dim, engine.device, engine.dtype)
+        self.text = ""
+        self._bytes = b""
+        self.token_ids: list[int] = []
+        self.last_report: EditReport | None = None
+        self.last_draft_ms = 0.0
+        self.totals = {"reused": 0, "encoded": 0, "rotated": 0}
+        self._load(text)
+
+    def _load(self, text: str) -> None:
+        """(Re)encode the whole text from scratch: an exact cache."""
+        t0 = time.perf_counter()
+        self.text, self._bytes = text, text.encode("utf-8")
+        self.token_ids = self.vocab.encode(text)
+        ids = [self.head_id, *self.token_ids]
+        self.cache.reserve(len(ids))
+        self.cache.length = len(ids)
+        self.cache.positions, self.cache.stale = list(range(len(ids))), [False] * len(ids)
+        self._encode(ids, 0, len(ids))
+        self.totals["encoded"] += len(ids)
+        self.last_report = EditReport(0, len(ids), 0, 0, (time.perf_counter() - t0) * 1e3, (0, 0, len(ids) - 1))
+
+    # -- edits -------------------------------------------------------------------------------
+
+    def edit(self, start: int, end: int, new_text: str) -> EditReport:
+        """Replace text[start:end] (code-point offsets, half-open) by new_text and patch the cache."""
+        if not (isinstance(start, int) and isinstance(end, int)) or not 0 <= start <= end <= len(self.text):
+            raise ValueError(f"edit range [{start}, {end}) is out of bounds for a document of "
+                             f"{len(self.text)} characters (need 0 <= start <= end <= length)")
+        if not isinstance(new_text, str):
+            raise ValueError(f"new_text must be str, not {type(new_text).__name__}")
+        t0 = time.perf_counter()
+        text = self.text[:start] + new_text + self.text[end:]
+        b0 = len(self.text[:start].encode("utf-8"))
+        b1 = b0 + len(self.text[start:end].encode("utf-8"))
+        new_bytes = text.encode("utf-8")
+        splice = self.vocab.splice(self.token_ids, new_bytes, b0, b1, len(new_bytes) - len(self._bytes))
+        encoded, rotated = self._apply(splice)
+        self.text, self._bytes = text, new_bytes
+        self.token_ids = self.token_ids[:splice.start] + splice.ids + self.token_ids[splice.end:]
+        report = EditReport(self.cache.length - encoded, encoded, rotated, self.stale,
+                            (time.perf_counter() - t0) * 1e3, (splice.start, splice.end, len(splice.ids)))
+        for key in ("reused", "encoded", "rotated"):
+            self.totals[key] += getattr(report, key)
+        self.last_report = report
+        return report
+
+    def _apply(self, splice: Splice) -> tuple[int, int]:
+        """Patch the cache for one splice: the strategy plans, the shared machinery applies.
+        Returns (rows encoded, rows moved with a rotation)."""
+        old = [self.head_id, *self.token_ids]
+        new = old[:HEAD + splice.start] + splice.ids + old[HEAD + splice.end:]
+        plan = plan_edit(self.strategy, old, new, HEAD + splice.start, HEAD + splice.end, self.min_chunk)
+        cache = self.cache
+        positions, stale = cache.positions, cache.stale
+        new_positions = positions[:plan.encode_start] + [0] * (len(new) - plan.encode_start)
+        new_stale = stale[:plan.encode_start] + [False] * (len(new) - plan.encode_start)
+        cache.reserve(len(new))
+        moved = 0
+        for mv in plan.moves:
+            cache.move(mv.start, mv.end, mv.shift, mv.delta, self.engine.model.inv_freq)
+            for s in range(mv.start, mv.end):
+                new_positions[s + mv.shift] = positions[s] + mv.delta
+                new_stale[s + mv.shift] = True
+            moved += mv.end - mv.start if mv.delta else 0
+        cache.positions, cache.stale = new_positions, new_stale
+        cache.length = len(new)
+        self._encode(new, plan.encode_start, plan.encode_end)
+        return plan.encode_end - plan.encode_start, moved
+
+    def _encode(self, ids: list[int], start: int, end: int) -> None:
+        """Encode slots [start, end) in place (causal over everything before), in chunks."""
+        model = self.engine.model
+        for a in range(start, end, PREFILL_CHUNK):
+            b = min(end, a + PREFILL_CHUNK)
+            model.forward(torch.tensor(ids[a:b]), torch.arange(a, b), [Segment.in_place(a, b)],
+                          self.cache.k, self.cache.v)
+            self.cache.positions[a:b] = range(a, b)
+            self.cache.stale[a:b] = [False] * (b - a)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached K and V of the document's tokens, in order: [kv_heads, T, head_dim]."""
+        k, v = self.cache.layer(layer)
+        return k[:, HEAD:], v[:, HEAD:]
+
+    @property
+    def stale(self) -> int:
+        return sum(self.cache.stale)
+
+    def complete(self, cursor: int, max_new_tokens: int = 48, n: int = 1,
+                 stop: str | Callable[[str], int | None] = "line",
+                 cancelled: Callable[[], bool] | None = None) -> list[str]:
+        """Drafts for the text at `cursor`; reads cache[:cursor] only, session unchanged."""
+        t0 = time.perf_counter()
+        try:
+            return drafts.complete(self, cursor, max_new_tokens, n, stop, cancelled)
+        finally:
+            self.last_draft_ms = (time.perf_counter() - t0) * 1e3
+
+    def stats(self) -> dict:
+        r = self.last_report
+        return {
+            "tokens": len(self.token_ids),
+            "reused": r.reused if r else 0,
+            "rotated": r.rotated if r else 0,
+            "encoded": r.encoded if r else 0,
+            "stale": self.stale,
+            "last_patch_ms": round(r.ms, 3) if r else 0.0,
+            "last_draft_ms": round(self.last_draft_ms, 3),
+            "strategy": self.strategy,
+            "cache_bytes": self.cache.nbytes,
+            "totals": dict(self.totals),
+        }
+
+    def close(self) -> None:
+        self.engine.sessions.discard(self)
+        self.cache = None
