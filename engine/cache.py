@@ -11,6 +11,8 @@ import torch
 
 from kvsplice import kernels
 
+HEAD = 1  # slot 0 holds a start token (BOS, FIM prefix or separator), so slot = HEAD + token index
+
 
 class KVCache:
     """K/V buffers that grow geometrically; slots past `length` are scratch."""

