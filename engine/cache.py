@@ -54,5 +54,18 @@ class KVCache:
         self.reserve(end + shift)
         kernels.rotate_and_move_(self.k, self.v, start, end, shift, delta, inv_freq)
 
+    def first_stale(self) -> int | None:
+        try:
+            return self.stale.index(True)
+        except ValueError:
+            return None
+
+    def mark_encoded(self, start: int, end: int) -> None:
+        """Slots [start, end) were just encoded at their own positions."""
+        first = self.first_stale()
+        exact = first is None or first >= start
+        self.positions[start:end] = range(start, end)
+        self.stale[start:end] = [not exact] * (end - start)
+
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[index, :, :self.length], self.v[index, :, :self.length]

@@ -57,7 +57,11 @@ def complete(session: "Session", cursor: int, max_new_tokens: int, n: int,
 
 class Start:
     """The first step of every draft at a cursor: back off to a token boundary (healing), run
-    the scratch chunk, and keep the next-token logits. Later steps append rows via `run`."""
+    the scratch chunk, and keep the next-token logits. Later steps append rows via `run`.
+
+    Tail refresh: stale tokens among the session's last `tail_tokens` before the prefix end are
+    re-encoded in place in the same forward (their fresh K/V are what the scratch rows read).
+    """
 
     def __init__(self, session: "Session", cursor: int, room: int = 0):
         if not isinstance(cursor, int) or not 0 <= cursor <= len(session.text):
@@ -76,8 +80,24 @@ class Start:
             scratch = [([session.head_id, *session.token_ids])[self.prefix_len]]
         self.base = self.cache.length
         self.cache.reserve(self.base + len(scratch) + room + 1)
-        self.logits = self.run(scratch, self.base)
+        tail = self._stale_tail(session.tail_tokens)
+        ids = [session.head_id, *session.token_ids][tail:self.prefix_len] + scratch
+        segments = [Segment(self.prefix_len, self.base, self.base + len(scratch), len(scratch))]
+        if tail < self.prefix_len:
+            segments.insert(0, Segment.in_place(tail, self.prefix_len))
+        positions = torch.cat((torch.arange(tail, self.prefix_len),
+                               torch.arange(self.prefix_len, self.prefix_len + len(scratch))))
+        self.logits = self.model.forward(torch.tensor(ids), positions, segments,
+                                         self.cache.k, self.cache.v, logits_rows=1)[0]
+        if tail < self.prefix_len:
+            self.cache.mark_encoded(tail, self.prefix_len)
         self.next_slot = self.base + len(scratch)
+
+    def _stale_tail(self, tail_tokens: int) -> int:
+        """First slot of the stale tail to re-encode (prefix_len when there is none)."""
+        window = range(max(0, self.prefix_len - tail_tokens), self.prefix_len)
+        stale = [s for s in window if self.cache.stale[s]]
+        return stale[0] if stale else self.prefix_len
 
     def run(self, ids: list[int], at: int) -> torch.Tensor:
         """Rows ids in scratch slots from `at` on; positions continue from the prefix."""

@@ -37,11 +37,20 @@ class EditReport:
 
 
 class Session:
+    """Options: `refresh_tokens` R re-encodes the first R suffix tokens with every patch;
+    `tail_tokens` T re-encodes stale tokens among the last T before a draft's cursor, fused with
+    the draft's first forward; `min_chunk` is chunk-reuse's smallest reusable run; `fim` uses
+    fill-in-the-middle when the tokenizer has the tokens (default: when available)."""
+
     def __init__(self, engine: "Engine", text: str, strategy: str = "pie", fim: bool | None = None,
-                 min_chunk: int = 32):
+                 min_chunk: int = 32, refresh_tokens: int = 0, tail_tokens: int = 0):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if refresh_tokens < 0 or tail_tokens < 0 or min_chunk < 1:
+            raise ValueError(f"refresh_tokens ({refresh_tokens}) and tail_tokens ({tail_tokens}) must be "
+                             f">= 0 and min_chunk ({min_chunk}) >= 1")
         self.engine, self.strategy, self.min_chunk = engine, strategy, min_chunk
+        self.refresh_tokens, self.tail_tokens = refresh_tokens, tail_tokens
         self.vocab = engine.vocab
         self.fim = engine.fim_ids if fim is None or fim else None
         if fim and engine.fim_ids is None:
@@ -85,7 +94,11 @@ class Session:
         b1 = b0 + len(self.text[start:end].encode("utf-8"))
         new_bytes = text.encode("utf-8")
         splice = self.vocab.splice(self.token_ids, new_bytes, b0, b1, len(new_bytes) - len(self._bytes))
-        encoded, rotated = self._apply(splice)
+        try:
+            encoded, rotated = self._apply(splice)
+        except BaseException:
+            self._load(self.text)  # a failed patch leaves an exact cache of the old text
+            raise
         self.text, self._bytes = text, new_bytes
         self.token_ids = self.token_ids[:splice.start] + splice.ids + self.token_ids[splice.end:]
         report = EditReport(self.cache.length - encoded, encoded, rotated, self.stale,
@@ -101,6 +114,7 @@ class Session:
         old = [self.head_id, *self.token_ids]
         new = old[:HEAD + splice.start] + splice.ids + old[HEAD + splice.end:]
         plan = plan_edit(self.strategy, old, new, HEAD + splice.start, HEAD + splice.end, self.min_chunk)
+        plan.encode_end = min(len(new), plan.encode_end + self.refresh_tokens)
         cache = self.cache
         positions, stale = cache.positions, cache.stale
         new_positions = positions[:plan.encode_start] + [0] * (len(new) - plan.encode_start)
@@ -119,14 +133,25 @@ class Session:
         return plan.encode_end - plan.encode_start, moved
 
     def _encode(self, ids: list[int], start: int, end: int) -> None:
-        """Encode slots [start, end) in place (causal over everything before), in chunks."""
+        """Encode slots [start, end) in place (causal over everything before), in chunks.
+        The rows are exact, and lose their stale mark, only if nothing before them is stale."""
         model = self.engine.model
         for a in range(start, end, PREFILL_CHUNK):
             b = min(end, a + PREFILL_CHUNK)
             model.forward(torch.tensor(ids[a:b]), torch.arange(a, b), [Segment.in_place(a, b)],
                           self.cache.k, self.cache.v)
-            self.cache.positions[a:b] = range(a, b)
-            self.cache.stale[a:b] = [False] * (b - a)
+            self.cache.mark_encoded(a, b)
+
+    def refresh(self, budget_tokens: int) -> int:
+        """Re-encode from the first stale token on, left to right, at most `budget_tokens` rows
+        (idle-time work). Returns how many stale tokens became exact; 0 once the cache is exact."""
+        first = self.cache.first_stale()
+        if first is None or budget_tokens <= 0:
+            return 0
+        end = min(self.cache.length, first + budget_tokens)
+        before = self.stale
+        self._encode([self.head_id, *self.token_ids], first, end)
+        return before - self.stale
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -1,12 +1,15 @@
 """attention / decode_attention / chunk_attention: the torch reference against an explicit
 softmax, the Triton kernels (interpreted on CPU) against the reference, and clear errors."""
+import importlib
+
 import pytest
 import torch
 
 from kvsplice.kernels import attention, chunk_attention, decode_attention
-from kvsplice.kernels import attention as attention_module
 from kvsplice.kernels import dispatch
 from kvsplice.kernels.attention import attention_reference
+
+attention_module = importlib.import_module("kvsplice.kernels.attention")  # the op shadows the name
 
 needs_triton = pytest.mark.skipif(
     dispatch.triton is None or not (dispatch.INTERPRETED or torch.cuda.is_available()),
@@ -39,7 +42,7 @@ def naive_attention(q, k, v, prefix_len, chunk_start, chunk_end, scale=None):
     return out
 
 
-def make_qkv(hq, hkv, slots, m, dim, dtype, seed=0, q_rows_major=False):
+def make_qkv(hq, hkv, dim, slots, m, dtype, seed=0, q_rows_major=False):
     gen = torch.Generator().manual_seed(seed)
     k = torch.randn(hkv, slots, dim, generator=gen).to(dtype)
     v = torch.randn(hkv, slots, dim, generator=gen).to(dtype)
@@ -66,7 +69,7 @@ def test_reference_matches_explicit_softmax(case, sdpa, monkeypatch):
     if sdpa:  # the reference hands large score matrices to SDPA; force that path
         monkeypatch.setattr(attention_module, "_SCORES_IN_MEMORY", 0)
     hq, hkv, dim, slots, m, prefix_len, chunk_start, chunk_end = case
-    q, k, v = make_qkv(hq, hkv, slots, m, dim, torch.float32, q_rows_major=True)
+    q, k, v = make_qkv(hq, hkv, dim, slots, m, torch.float32, q_rows_major=True)
     out = attention_reference(q, k, v, prefix_len, chunk_start, chunk_end)
     torch.testing.assert_close(out.double(), naive_attention(q, k, v, prefix_len, chunk_start, chunk_end),
                                rtol=1e-5, atol=1e-5)
@@ -84,7 +87,7 @@ def test_reference_respects_scale():
 def test_triton_attention_matches_reference(case, dtype, monkeypatch):
     monkeypatch.setenv("KVSPLICE_KERNELS", "triton")
     hq, hkv, dim, slots, m, prefix_len, chunk_start, chunk_end = case
-    q, k, v = make_qkv(hq, hkv, slots, m, dim, dtype, q_rows_major=True)
+    q, k, v = make_qkv(hq, hkv, dim, slots, m, dtype, q_rows_major=True)
     expected = attention_reference(q, k, v, prefix_len, chunk_start, chunk_end)
     torch.testing.assert_close(attention(q, k, v, prefix_len, chunk_start, chunk_end), expected, **TOL[dtype])
 
@@ -116,7 +119,7 @@ def test_bad_attention_input_raises_clear_errors(backend, monkeypatch):
     with pytest.raises(ValueError, match="contiguous"):
         attention(q, k.transpose(0, 1).contiguous().transpose(0, 1), v, 10, 10, 20)
     with pytest.raises(ValueError, match="contiguous"):
-        attention(q, k, v[:, ::2], 10, 10, 20)
+        attention(q, k, torch.cat((v, v), dim=1)[:, ::2], 10, 10, 20)
     with pytest.raises(ValueError, match="3-d"):
         attention(q, k[None], v[None], 10, 10, 20)
     with pytest.raises(ValueError, match="multiple of kv heads"):

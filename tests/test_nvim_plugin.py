@@ -146,3 +146,23 @@ def test_session_spec_lists_the_cases_named_here(scripted_session_results):
 @pytest.mark.parametrize("name", SESSION_CASES)
 def test_session_with_scripted_server(scripted_session_results, name):
     check(scripted_session_results, name)
+
+
+@pytest.fixture(scope="module")
+def real_session_results(nvim, tmp_path_factory, tiny_model_dir):
+    """The same session against `kvsplice serve` with a tiny random model: real drafts."""
+    kvsplice = shutil.which("kvsplice", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                                os.environ.get("PATH", "")]))
+    assert kvsplice, "the kvsplice command is not installed (pip install -e .)"
+    init = {"model": str(tiny_model_dir("llama", 2)), "device": "cpu", "max_new_tokens": 12}
+    return run_spec(nvim, "session_spec.lua", tmp_path_factory.mktemp("nvim-session-real"),
+                    session_env([kvsplice, "serve"], init), timeout=180)
+
+
+def test_session_spec_against_the_real_server_runs_every_case(real_session_results):
+    assert sorted(real_session_results) == sorted(SESSION_CASES)
+
+
+@pytest.mark.parametrize("name", SESSION_CASES)
+def test_session_with_real_server(real_session_results, name):
+    check(real_session_results, name)
