@@ -1,15 +1,11 @@
 """attention / decode_attention / chunk_attention: the torch reference against an explicit
 softmax, the Triton kernels (interpreted on CPU) against the reference, and clear errors."""
-import importlib
-
 import pytest
 import torch
 
 from kvsplice.kernels import attention, chunk_attention, decode_attention
 from kvsplice.kernels import dispatch
-from kvsplice.kernels.attention import attention_reference
-
-attention_module = importlib.import_module("kvsplice.kernels.attention")  # the op shadows the name
+from kvsplice.kernels.attention import _attention_matmul, _attention_sdpa, attention_reference
 
 needs_triton = pytest.mark.skipif(
     dispatch.triton is None or not (dispatch.INTERPRETED or torch.cuda.is_available()),
@@ -63,14 +59,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("sdpa", [False, True], ids=["matmul", "sdpa"])
+@pytest.mark.parametrize("path", [_attention_matmul, _attention_sdpa], ids=["matmul", "sdpa"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_reference_matches_explicit_softmax(case, sdpa, monkeypatch):
-    if sdpa:  # the reference hands large score matrices to SDPA; force that path
-        monkeypatch.setattr(attention_module, "_SCORES_IN_MEMORY", 0)
+def test_reference_matches_explicit_softmax(case, path):
+    """Both halves of the reference (batched matmul for decode, SDPA for chunks) on every case."""
     hq, hkv, dim, slots, m, prefix_len, chunk_start, chunk_end = case
     q, k, v = make_qkv(hq, hkv, dim, slots, m, torch.float32, q_rows_major=True)
-    out = attention_reference(q, k, v, prefix_len, chunk_start, chunk_end)
+    out = path(q, k, v, prefix_len, chunk_start, chunk_end, dim ** -0.5)
     torch.testing.assert_close(out.double(), naive_attention(q, k, v, prefix_len, chunk_start, chunk_end),
                                rtol=1e-5, atol=1e-5)
 
