@@ -22,10 +22,15 @@ SPECS = PLUGIN / "tests"
 MIN_NVIM = (0, 11)
 
 
+def installed(command: str) -> str | None:
+    """`command` from this interpreter's environment (where pip puts scripts), else from PATH."""
+    return shutil.which(command, path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                       os.environ.get("PATH", "")]))
+
+
 @pytest.fixture(scope="session")
 def nvim() -> str:
-    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    exe = shutil.which("nvim", path=search)
+    exe = installed("nvim")
     version = None
     if exe:
         head = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -67,6 +72,7 @@ DRAFT_CASES = [
     "typing_the_draft_keeps_the_rest_and_diverging_drops_it",
     "accept_line_walks_a_draft_one_line_at_a_time",
     "identical_drafts_are_shown_once",
+    "every_module_compiles",
     "config_defaults_need_no_options",
     "config_lists_replace_and_tables_merge",
 ]
@@ -151,8 +157,7 @@ def test_session_with_scripted_server(scripted_session_results, name):
 @pytest.fixture(scope="module")
 def real_session_results(nvim, tmp_path_factory, tiny_model_dir):
     """The same session against `kvsplice serve` with a tiny random model: real drafts."""
-    kvsplice = shutil.which("kvsplice", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                                os.environ.get("PATH", "")]))
+    kvsplice = installed("kvsplice")
     assert kvsplice, "the kvsplice command is not installed (pip install -e .)"
     init = {"model": str(tiny_model_dir("llama", 2)), "device": "cpu", "max_new_tokens": 12}
     return run_spec(nvim, "session_spec.lua", tmp_path_factory.mktemp("nvim-session-real"),

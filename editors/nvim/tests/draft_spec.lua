@@ -1,0 +1,94 @@
+-- kvsplice.draft and kvsplice.config: pure logic, no server.
+return function(T)
+  local draft = require('kvsplice.draft')
+  local config = require('kvsplice.config')
+
+  local function at(line, character)
+    return { line = line, character = character }
+  end
+
+  return {
+    { 'item_without_range_sits_at_the_cursor', function()
+      local d = draft.from_item({ insertText = 'foo()' }, 'x = ', { 3, 4 }, 'utf-16')
+      T.eq({ row = 3, col = 4, tail = 0, text = 'foo()' }, d)
+      T.eq('foo()', draft.remaining(d, 'x = ', { 3, 4 }))
+    end },
+
+    { 'range_from_line_start_skips_what_is_typed', function()
+      local item = { insertText = 'x = foo()', range = { start = at(0, 0), ['end'] = at(0, 4) } }
+      local d = draft.from_item(item, 'x = ', { 0, 4 }, 'utf-16')
+      T.eq('foo()', draft.remaining(d, 'x = ', { 0, 4 }))
+    end },
+
+    { 'utf16_range_converts_to_bytes', function()
+      -- 'é' is 2 bytes and 1 UTF-16 unit: the cursor after 's = "é' is byte 7, character 6.
+      local line = 's = "é'
+      local item = { insertText = 's = "é!"', range = { start = at(0, 0), ['end'] = at(0, 6) } }
+      local d = T.truthy(draft.from_item(item, line, { 0, 7 }, 'utf-16'), 'draft')
+      T.eq(7, #line)
+      T.eq('!"', draft.remaining(d, line, { 0, 7 }))
+    end },
+
+    { 'range_past_the_cursor_is_replaced_on_accept', function()
+      -- An auto-closed ')' after the cursor that the draft also writes.
+      local item = { insertText = 'a, b)', range = { start = at(0, 2), ['end'] = at(0, 3) } }
+      local d = draft.from_item(item, 'f()', { 0, 2 }, 'utf-8')
+      T.eq(1, d.tail)
+    end },
+
+    { 'unusable_items_are_not_drafts', function()
+      local cursor = { 2, 3 }
+      T.eq(nil, draft.from_item({ insertText = { kind = 'snippet', value = '$1' } }, 'abc', cursor, 'utf-8'), 'snippet')
+      T.eq(nil, draft.from_item({ insertText = 'x', range = { start = at(1, 0), ['end'] = at(2, 3) } }, 'abc', cursor, 'utf-8'), 'other line')
+      T.eq(nil, draft.from_item({ insertText = 'x', range = { start = at(2, 3), ['end'] = at(2, 2) } }, 'abc', cursor, 'utf-8'), 'ends before cursor')
+    end },
+
+    { 'typing_the_draft_keeps_the_rest_and_diverging_drops_it', function()
+      local d = { row = 0, col = 4, tail = 0, text = 'foo(1)' }
+      T.eq('o(1)', draft.remaining(d, 'x = fo', { 0, 6 }), 'typed a prefix')
+      T.eq(nil, draft.remaining(d, 'x = fa', { 0, 6 }), 'typed something else')
+      T.eq(nil, draft.remaining(d, 'x = foo(1)', { 0, 10 }), 'typed all of it')
+      T.eq(nil, draft.remaining(d, 'x = ', { 1, 4 }), 'other line')
+      T.eq(nil, draft.remaining(d, 'x = ', { 0, 2 }), 'cursor before the draft')
+    end },
+
+    { 'accept_line_walks_a_draft_one_line_at_a_time', function()
+      T.eq('foo()', draft.first_line('foo()\nbar()\n'))
+      T.eq('\nbar()', draft.first_line('\nbar()\n'))
+      T.eq('tail', draft.first_line('tail'))
+    end },
+
+    { 'identical_drafts_are_shown_once', function()
+      local a = { row = 0, col = 0, tail = 0, text = 'x = 1' }
+      local b = { row = 0, col = 2, tail = 0, text = '= 1' }
+      local c = { row = 0, col = 0, tail = 0, text = 'x = 2' }
+      T.eq({ a, c }, draft.distinct({ a, b, c }, 'x ', { 0, 2 }))
+    end },
+
+    { 'every_module_compiles', function()
+      -- kvsplice.native only runs on neovim 0.12, which these tests do not have: at least parse it.
+      local files = vim.api.nvim_get_runtime_file('lua/kvsplice/*.lua', true)
+      T.truthy(#files >= 6, 'modules found: ' .. #files)
+      for _, file in ipairs(files) do
+        local chunk, err = loadfile(file)
+        T.truthy(chunk, err)
+      end
+    end },
+
+    { 'config_defaults_need_no_options', function()
+      local opts = config.resolve()
+      T.eq({ 'kvsplice', 'serve' }, opts.cmd)
+      T.eq('{}', vim.json.encode(opts.init_options), 'init_options encode as an object')
+      T.truthy(vim.tbl_contains(opts.filetypes, 'python'), 'python is a default filetype')
+    end },
+
+    { 'config_lists_replace_and_tables_merge', function()
+      local opts = config.resolve({ filetypes = { 'go' }, keymaps = { accept = '<C-y>', next = false } })
+      T.eq({ 'go' }, opts.filetypes)
+      T.eq('<C-y>', opts.keymaps.accept)
+      T.eq(false, opts.keymaps.next)
+      T.eq('<M-l>', opts.keymaps.accept_line)
+      T.truthy(not pcall(config.resolve, { cmd = 'kvsplice serve' }), 'a string cmd is rejected')
+    end },
+  }
+end
