@@ -176,7 +176,7 @@ class Transformer:
             v_cache[li][:, slots] = v
             outs, row = [], 0
             for g in segments:
-                outs.append(kernels.attention(q[:, row:row + g.rows].contiguous(), k_cache[li], v_cache[li],
+                outs.append(kernels.attention(q[:, row:row + g.rows], k_cache[li], v_cache[li],
                                               g.prefix_len, g.chunk_start, g.chunk_end))
                 row += g.rows
             attn = torch.cat(outs, dim=1).transpose(0, 1).reshape(n, q_size)

@@ -111,6 +111,8 @@ class Session:
     def _apply(self, splice: Splice) -> tuple[int, int]:
         """Patch the cache for one splice: the strategy plans, the shared machinery applies.
         Returns (rows encoded, rows moved with a rotation)."""
+        if splice.start == splice.end and not splice.ids:
+            return 0, 0  # the text changed nowhere that the tokens see (e.g. "a" -> "a")
         old = [self.head_id, *self.token_ids]
         new = old[:HEAD + splice.start] + splice.ids + old[HEAD + splice.end:]
         plan = plan_edit(self.strategy, old, new, HEAD + splice.start, HEAD + splice.end, self.min_chunk)

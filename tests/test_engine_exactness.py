@@ -122,3 +122,10 @@ def test_unknown_strategy_is_a_clear_error(tiny_model_dir):
     engine = Engine("tiny", tiny_model_dir("llama", layers=1))
     with pytest.raises(ValueError, match="pie, recompute, naive, chunk-reuse"):
         engine.open_session("x", strategy="fast")
+
+
+def test_an_edit_that_changes_nothing_costs_nothing_and_marks_nothing_stale(tiny_model_dir):
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    s = engine.open_session(TEXT)
+    report = s.edit(10, 15, TEXT[10:15])
+    assert (report.encoded, report.rotated, report.stale) == (0, 0, 0)

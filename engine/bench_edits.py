@@ -1,0 +1,503 @@
+"""`kvsplice bench edits`: what PIE costs and what it loses, side by side with recompute, naive and
+llama.cpp-style chunk reuse, on edits replayed into real code (DESIGN §1, §8; issue 6).
+
+For each case the old document is encoded once (exactly); each strategy gets its own copy of that
+cache, applies the same edits (so the new document is the true context), and writes the next line
+greedily. Recompute's cache is then exact, which makes it the reference for agreement and KL.
+Timings are taken in the same run on the same document, in a per-case shuffled strategy order, and
+reported as medians and as ratios to recompute (absolute times on shared machines are noise).
+
+Sections: the replay (default), `--curve` (patch ms against context size for one 3-line insertion
+near the top of one document) and `--humaneval` (pass rate of programs whose hidden line each
+strategy wrote). `--merge` reloads earlier JSON so one table / plot can show several runs.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .edit_cases import EDIT_TYPES, CaseMaker, corpus_files, default_corpus
+from .strategies import STRATEGIES
+
+REFERENCE = "recompute"
+ORDER = ("recompute", "pie", "naive", "chunk-reuse")
+CURVE_CONTEXTS = (256, 512, 1024, 2048, 4096)
+CURVE_CONTEXTS_GPU = CURVE_CONTEXTS + (8192,)
+BOOTSTRAP = 2000
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def levenshtein(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def edit_similarity(pred: str, truth: str) -> float:
+    """1 − Levenshtein / max length, on stripped lines (as EM); two empty lines are identical."""
+    pred, truth = pred.strip(), truth.strip()
+    longest = max(len(pred), len(truth))
+    return 1.0 if longest == 0 else 1.0 - levenshtein(pred, truth) / longest
+
+
+def exact_match(pred: str, truth: str) -> float:
+    return float(pred.strip() == truth.strip())
+
+
+def kl_divergence(ref_logits: torch.Tensor, logits: torch.Tensor) -> float:
+    """KL(p_ref ‖ p) of the next-token distributions, in nats."""
+    ref = torch.log_softmax(ref_logits.double(), -1)
+    other = torch.log_softmax(logits.double(), -1)
+    return max(0.0, float((ref.exp() * (ref - other)).sum()))
+
+
+def bootstrap_ci(values: list[float], seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean (pass differences for a paired CI)."""
+    if not values:
+        return (math.nan, math.nan)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.tensor(values, dtype=torch.float64)
+    idx = torch.randint(len(values), (BOOTSTRAP, len(values)), generator=g)
+    means = x[idx].mean(1).sort().values
+    lo = means[int((1 - level) / 2 * BOOTSTRAP)]
+    hi = means[min(BOOTSTRAP - 1, int((1 + level) / 2 * BOOTSTRAP))]
+    return (float(lo), float(hi))
+
+
+# -- sessions -----------------------------------------------------------------------------------
+
+def fork(base, strategy: str):
+    """A copy of a session with its own cache, applying edits with `strategy`: every strategy
+    starts from the same exactly encoded old document without paying for the prefill again."""
+    s = copy.copy(base)
+    s.strategy = strategy
+    cache = copy.copy(base.cache)
+    cache.k, cache.v = base.cache.k.clone(), base.cache.v.clone()
+    cache.positions, cache.stale = list(base.cache.positions), list(base.cache.stale)
+    s.cache, s.token_ids, s.totals = cache, list(base.token_ids), dict(base.totals)
+    return s
+
+
+def progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _plain_progress(iterable, total, desc)
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def _plain_progress(iterable, total, desc):
+    t0 = time.perf_counter()
+    for i, item in enumerate(iterable):
+        yield item
+        print(f"\r{desc}: {i + 1}/{total} ({time.perf_counter() - t0:.0f}s)", end="", file=sys.stderr)
+    print(file=sys.stderr)
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
+    base = engine.open_session(case.old_text, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+    order = list(strategies)
+    rng.shuffle(order)
+    rows, logits = {}, {}
+    for strategy in order:
+        s = fork(base, strategy)
+        reports = [s.edit(*e) for e in case.edits]
+        if s.text != case.context:
+            raise AssertionError(f"case {case.index}: replayed text differs from the true context")
+        logits[strategy] = s.next_token_logits()
+        drafts = s.complete(len(s.text), max_new_tokens=args.max_new_tokens, stop="line")
+        rows[strategy] = dict(
+            case=case.index, edit=case.edit, strategy=strategy, draft=drafts[0] if drafts else "",
+            encoded_tokens=sum(r.encoded for r in reports), rotated=sum(r.rotated for r in reports),
+            stale=s.stale, patch_ms=sum(r.ms for r in reports), tokens=len(s.token_ids))
+    base.close()
+    out = []
+    for strategy in strategies:
+        row = rows[strategy]
+        row["em"] = exact_match(row["draft"], case.target)
+        row["es"] = edit_similarity(row["draft"], case.target)
+        if REFERENCE in rows:
+            ref = logits[REFERENCE]
+            row["agree"] = exact_match(row["draft"], rows[REFERENCE]["draft"])
+            row["first_token_agree"] = float(int(logits[strategy].argmax()) == int(ref.argmax()))
+            row["kl"] = kl_divergence(ref, logits[strategy])
+        out.append(row)
+    return out
+
+
+def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
+    results = []
+    for edit in [*edits, "all"] if len(edits) > 1 else edits:
+        mine = [r for r in rows if edit in ("all", r["edit"])]
+        by = {s: sorted((r for r in mine if r["strategy"] == s), key=lambda r: r["case"]) for s in strategies}
+        ref = by.get(REFERENCE)
+        ref_ms = statistics.median(r["patch_ms"] for r in ref) if ref else math.nan
+        for s in strategies:
+            rs = by[s]
+            if not rs:
+                continue
+            em, es = [r["em"] for r in rs], [r["es"] for r in rs]
+            res = dict(edit=edit, strategy=s, n=len(rs), em=_mean(em), em_ci=bootstrap_ci(em, seed),
+                       es=_mean(es), es_ci=bootstrap_ci(es, seed),
+                       encoded_tokens=_mean([r["encoded_tokens"] for r in rs]),
+                       rotated_tokens=_mean([r["rotated"] for r in rs]),
+                       patch_ms=statistics.median(r["patch_ms"] for r in rs))
+            res["patch_ratio"] = res["patch_ms"] / ref_ms if ref_ms else math.nan
+            if ref:
+                for key in ("agree", "first_token_agree", "kl"):
+                    res[key] = _mean([r[key] for r in rs])
+                dem = [a["em"] - b["em"] for a, b in zip(rs, ref)]
+                des = [a["es"] - b["es"] for a, b in zip(rs, ref)]
+                res.update(em_diff=_mean(dem), em_diff_ci=bootstrap_ci(dem, seed),
+                           es_diff=_mean(des), es_diff_ci=bootstrap_ci(des, seed))
+            results.append(res)
+    return results
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else math.nan
+
+
+def replay(engine, args, strategies, edits) -> dict:
+    corpus = Path(args.corpus) if args.corpus else default_corpus()
+    maker = CaseMaker(corpus, lambda t: len(engine.vocab.encode(t)), args.context, args.seed)
+    rows, cases = [], []
+    rng = random.Random(f"order:{args.seed}")
+    t0 = time.perf_counter()
+    for i in progress(range(args.cases), args.cases, "cases", args.progress):
+        if args.time_limit and time.perf_counter() - t0 > args.time_limit:
+            print(f"time limit reached after {i} cases", file=sys.stderr)
+            break
+        case = maker.case(i, edits[i % len(edits)])
+        cases.append(dict(index=i, edit=case.edit, source=case.source, line=case.line_no,
+                          target=case.target, context_tokens=len(engine.vocab.encode(case.context)),
+                          edits=len(case.edits)))
+        rows.extend(run_case(engine, case, strategies, args, rng))
+    return dict(cases=len(cases), case_list=cases, per_case=rows,
+                results=summarize(rows, strategies, edits, args.seed))
+
+
+# -- cost curve ---------------------------------------------------------------------------------
+
+def curve(engine, args, strategies) -> dict:
+    """Patch ms of one 3-line insertion near the top, on prefixes of one long real file."""
+    contexts = args.curve_contexts or (CURVE_CONTEXTS_GPU if engine.device.type == "cuda" else CURVE_CONTEXTS)
+    corpus = Path(args.corpus) if args.corpus else default_corpus()
+    at, k = 8, 3  # remove lines 9..11, then insert them back: an edit near the top
+    rng = random.Random(f"curve:{args.seed}")
+    files = corpus_files(corpus)
+    rng.shuffle(files)
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if len(text) < 3 * max(contexts):
+            continue
+        lines = text.splitlines(keepends=True)
+        keeps = [_lines_within(engine, lines, n) for n in contexts]
+        if keeps[0] >= at + k + 4 and _lines_within(engine, lines, max(contexts) + 64) > keeps[-1]:
+            break
+    else:
+        raise SystemExit(f"no file in {corpus} has {max(contexts)} tokens")
+    points = []
+    for n_ctx, keep in progress(list(zip(contexts, keeps)), len(contexts), "curve", args.progress):
+        doc = "".join(lines[:keep])
+        old = "".join(lines[:at] + lines[at + k:keep])
+        start = sum(len(x) for x in lines[:at])
+        base = engine.open_session(old, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+        for strategy in strategies:
+            times, enc = [], 0
+            for _ in range(args.repeats):
+                s = fork(base, strategy)
+                r = s.edit(start, start, "".join(lines[at:at + k]))
+                assert s.text == doc
+                times.append(r.ms)
+                enc = r.encoded
+            points.append(dict(context=n_ctx, tokens=len(engine.vocab.encode(doc)), strategy=strategy,
+                               patch_ms=statistics.median(times), encoded_tokens=enc))
+        base.close()
+    ratios = {}
+    for n_ctx in contexts:
+        ms = {p["strategy"]: p["patch_ms"] for p in points if p["context"] == n_ctx}
+        if REFERENCE in ms:
+            ratios[str(n_ctx)] = {s: ms[s] / ms[REFERENCE] for s in ms}
+    return dict(source=str(path.relative_to(corpus)), insert_at_line=at + 1, lines_inserted=k,
+                points=points, ratio_to_recompute=ratios)
+
+
+def _lines_within(engine, lines: list[str], budget: int) -> int:
+    """How many leading lines fit in `budget` tokens."""
+    keep, total = 0, 0
+    while keep < len(lines):
+        total += len(engine.vocab.encode(lines[keep]))
+        if total > budget:
+            break
+        keep += 1
+    while keep and len(engine.vocab.encode("".join(lines[:keep]))) > budget:
+        keep -= 1
+    return keep
+
+
+# -- HumanEval ----------------------------------------------------------------------------------
+
+def humaneval(engine, args, strategies) -> dict:
+    from .humaneval_check import edited, load_problems, passes, program
+
+    problems = load_problems(args.problems, args.seed)
+    rows = []
+    rng = random.Random(f"he-order:{args.seed}")
+    for p in progress(problems, len(problems), "humaneval", args.progress):
+        before, undo = edited(p)
+        if args.humaneval_mode == "roundtrip":
+            base = engine.open_session(p.context, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+        else:
+            base = engine.open_session(before, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+        order = list(strategies)
+        rng.shuffle(order)
+        for strategy in order:
+            s = fork(base, strategy)
+            if args.humaneval_mode == "roundtrip":
+                s.edit(*_forward(p.context, before))
+            s.edit(*undo)
+            assert s.text == p.context, p.task_id
+            drafts = s.complete(len(s.text), max_new_tokens=args.max_new_tokens, stop="line")
+            draft = drafts[0] if drafts else ""
+            rows.append(dict(task_id=p.task_id, strategy=strategy, edit=p.edit_kind, draft=draft,
+                             hidden=p.hidden, em=exact_match(draft, p.hidden),
+                             passed=float(passes(program(p, draft)))))
+        base.close()
+    summary = []
+    for s in strategies:
+        rs = [r for r in rows if r["strategy"] == s]
+        ok = [r["passed"] for r in rs]
+        summary.append(dict(strategy=s, n=len(rs), pass_rate=_mean(ok), pass_ci=bootstrap_ci(ok, args.seed),
+                            em=_mean([r["em"] for r in rs])))
+    return dict(mode=args.humaneval_mode, problems=len(problems), results=summary, per_problem=rows)
+
+
+def _forward(context: str, before: str) -> tuple[int, int, str]:
+    """The edit that turns `context` into `before` (one contiguous change)."""
+    a = 0
+    while a < min(len(context), len(before)) and context[a] == before[a]:
+        a += 1
+    b = 0
+    while (b < min(len(context), len(before)) - a and context[len(context) - 1 - b] == before[len(before) - 1 - b]):
+        b += 1
+    return a, len(context) - b, before[a:len(before) - b]
+
+
+# -- output -------------------------------------------------------------------------------------
+
+def _pct(x: float) -> str:
+    return "  -  " if x != x else f"{100 * x:5.1f}"
+
+
+def _ci(ci) -> str:
+    lo, hi = ci
+    return "" if lo != lo else f"[{100 * lo:5.1f},{100 * hi:5.1f}]"
+
+
+def format_replay(data: dict) -> str:
+    head = (f"{'edit':7} {'strategy':11} {'n':>4} {'EM':>5} {'95% CI':>13} {'ES':>5} {'95% CI':>13} "
+            f"{'ΔEM':>5} {'95% CI':>13} {'agree':>5} {'tok1':>5} {'KL':>8} {'encoded':>7} "
+            f"{'patch ms':>9} {'ratio':>6}")
+    out = [head, "-" * len(head)]
+    for r in data["results"]:
+        out.append(f"{r['edit']:7} {r['strategy']:11} {r['n']:4d} {_pct(r['em'])} {_ci(r['em_ci']):>13} "
+                   f"{_pct(r['es'])} {_ci(r['es_ci']):>13} {_pct(r.get('em_diff', math.nan))} "
+                   f"{_ci(r.get('em_diff_ci', (math.nan, math.nan))):>13} {_pct(r.get('agree', math.nan))} "
+                   f"{_pct(r.get('first_token_agree', math.nan))} {r.get('kl', math.nan):8.2e} "
+                   f"{r['encoded_tokens']:7.1f} {r['patch_ms']:9.1f} {r['patch_ratio']:6.3f}")
+    return "\n".join(out)
+
+
+def format_curve(data: dict) -> str:
+    strategies = list(dict.fromkeys(p["strategy"] for p in data["points"]))
+    contexts = sorted({p["context"] for p in data["points"]})
+    ms = {(p["context"], p["strategy"]): p["patch_ms"] for p in data["points"]}
+    head = f"{'context':>8} " + " ".join(f"{s + ' ms':>15}" for s in strategies)
+    if REFERENCE in strategies:
+        head += "  " + " ".join(f"{s + '/rec':>15}" for s in strategies if s != REFERENCE)
+    out = [f"patch ms, {data['lines_inserted']}-line insertion at line {data['insert_at_line']} of "
+           f"{data['source']}", head, "-" * len(head)]
+    for c in contexts:
+        line = f"{c:8d} " + " ".join(f"{ms.get((c, s), math.nan):15.1f}" for s in strategies)
+        if REFERENCE in strategies:
+            line += "  " + " ".join(f"{ms.get((c, s), math.nan) / ms[(c, REFERENCE)]:15.4f}"
+                                    for s in strategies if s != REFERENCE)
+        out.append(line)
+    return "\n".join(out)
+
+
+def format_humaneval(data: dict) -> str:
+    out = [f"HumanEval functional check ({data['problems']} problems, mode {data['mode']})",
+           f"{'strategy':11} {'n':>4} {'pass %':>6} {'95% CI':>13} {'EM':>5}"]
+    for r in data["results"]:
+        out.append(f"{r['strategy']:11} {r['n']:4d} {_pct(r['pass_rate']):>6} {_ci(r['pass_ci']):>13} {_pct(r['em'])}")
+    return "\n".join(out)
+
+
+def plot(data: dict, path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SystemExit("--plot needs matplotlib (pip install 'kvsplice[bench]')") from e
+    panels = (["curve"] if data.get("curve") else []) + (["em", "es"] if data.get("results") else [])
+    if not panels:
+        raise SystemExit("nothing to plot: run the replay and/or --curve")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    colors = {"recompute": "#444444", "pie": "#1f77b4", "naive": "#d62728", "chunk-reuse": "#ff7f0e"}
+    for ax, panel in zip(axes[0], panels):
+        if panel == "curve":
+            pts = data["curve"]["points"]
+            for s in dict.fromkeys(p["strategy"] for p in pts):
+                xs = [p["context"] for p in pts if p["strategy"] == s]
+                ys = [max(p["patch_ms"], 1e-3) for p in pts if p["strategy"] == s]
+                ax.plot(xs, ys, marker="o", label=s, color=colors.get(s))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({p["context"] for p in pts}), [str(c) for c in sorted({p["context"] for p in pts})])
+            ax.minorticks_off()
+            ax.set_yscale("log")
+            ax.set_xlabel("context tokens")
+            ax.set_ylabel("patch ms (log)")
+            ax.set_title(f"patch cost, 3-line insertion near the top ({data.get('model', '')})", fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
+        else:
+            res = [r for r in data["results"] if r["edit"] != "all"] or data["results"]
+            edits = list(dict.fromkeys(r["edit"] for r in res))
+            strategies = list(dict.fromkeys(r["strategy"] for r in res))
+            width = 0.8 / len(strategies)
+            for k, s in enumerate(strategies):
+                xs, ys, lo, hi = [], [], [], []
+                for e, edit in enumerate(edits):
+                    r = next((r for r in res if r["edit"] == edit and r["strategy"] == s), None)
+                    if r is None:
+                        continue
+                    v, (a, b) = 100 * r[panel], r[panel + "_ci"]
+                    xs.append(e + (k - (len(strategies) - 1) / 2) * width)
+                    ys.append(v)
+                    lo.append(v - 100 * a)
+                    hi.append(100 * b - v)
+                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=3, label=s, color=colors.get(s))
+            ax.set_xticks(range(len(edits)), edits)
+            ax.set_ylabel(f"{panel.upper()} % (95% bootstrap CI)")
+            n = data.get("cases", "?")
+            ax.set_title(f"{panel.upper()} of the next line, {data.get('model', '')}, {n} cases")
+            ax.set_ylim(0, 100)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kvsplice bench edits", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m", help="packaged name, model folder, GGUF file or HF id")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--cases", type=int, default=200, help="replay cases, spread round-robin over --edits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--corpus", help="folder of real source (default: this interpreter's stdlib)")
+    p.add_argument("--context", type=int, default=1024, help="context tokens before the target line")
+    p.add_argument("--edits", default=",".join(EDIT_TYPES), help="comma list of insert,delete,multi")
+    p.add_argument("--strategies", default=",".join(ORDER), help="comma list; include recompute for KL/agreement")
+    p.add_argument("--fim", choices=("off", "on"), default="off",
+                   help="fill-in-the-middle drafts for FIM models (off: plain next-line from the left "
+                        "context, the PIE paper's setup; the suffix is empty here anyway)")
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--min-chunk", type=int, default=32, help="chunk-reuse minimum chunk")
+    p.add_argument("--replay", action="store_true", help="run the replay too when --curve/--humaneval are given")
+    p.add_argument("--curve", action="store_true", help="patch ms against context size")
+    p.add_argument("--curve-contexts", type=lambda s: tuple(int(x) for x in s.split(",")),
+                   help="comma list (default 256,512,1024,2048,4096, plus 8192 on CUDA)")
+    p.add_argument("--repeats", type=int, default=1, help="curve timings per point (median)")
+    p.add_argument("--humaneval", action="store_true", help="functional check on HumanEval problems")
+    p.add_argument("--problems", type=int, default=164, help="HumanEval problems to use")
+    p.add_argument("--humaneval-mode", choices=("stale", "roundtrip"), default="stale")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--time-limit", type=float, help="start no new replay case after this many seconds")
+    p.add_argument("--json", help="write results to this JSON file")
+    p.add_argument("--plot", help="write a PNG (cost curve and EM/ES bars)")
+    p.add_argument("--merge", action="append", default=[], help="earlier JSON to merge in (repeatable)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    strategies = [s for s in args.strategies.split(",") if s]
+    edits = [e for e in args.edits.split(",") if e]
+    bad = [s for s in strategies if s not in STRATEGIES] + [e for e in edits if e not in EDIT_TYPES]
+    if bad:
+        print(f"unknown strategy or edit type: {', '.join(bad)}", file=sys.stderr)
+        return 2
+    args.fim = args.fim == "on"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data: dict = {}
+    for path in args.merge:
+        data.update(json.loads(Path(path).read_text()))
+    # the replay runs by default; --curve / --humaneval / --merge select other sections instead
+    run_replay = args.cases > 0 and (args.replay or not (args.curve or args.humaneval or args.merge))
+    if run_replay or args.curve or args.humaneval:
+        from .engine import Engine
+
+        engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
+        t0 = time.perf_counter()
+        data.update(model=args.model, device=args.device, dtype=args.dtype, seed=args.seed,
+                    context=args.context, fim=args.fim, max_new_tokens=args.max_new_tokens,
+                    corpus=str(args.corpus or default_corpus()), threads=torch.get_num_threads())
+        if run_replay:
+            data.update(replay(engine, args, strategies, edits))
+        if args.curve:
+            data["curve"] = curve(engine, args, strategies)
+        if args.humaneval:
+            data["humaneval"] = humaneval(engine, args, strategies)
+        data["wall_s"] = round(time.perf_counter() - t0, 1)
+    if data.get("results"):
+        print(f"model {data.get('model')}, context {data.get('context')}, {data.get('cases')} cases, "
+              f"seed {data.get('seed')}; EM/ES %, ΔEM vs recompute (paired), agree = same line as "
+              f"recompute, tok1 = same first token, KL(recompute ‖ strategy) nats, patch ms median")
+        print(format_replay(data))
+    if data.get("curve"):
+        print()
+        print(format_curve(data["curve"]))
+    if data.get("humaneval"):
+        print()
+        print(format_humaneval(data["humaneval"]))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(data, indent=1))
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        plot(data, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
