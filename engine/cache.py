@@ -1,7 +1,8 @@
 """A document's KV cache: preallocated buffers plus per-slot bookkeeping.
 
 Slots hold tokens in document order. `positions[s]` is the RoPE position the key in slot s was
-rotated to, and `stale[s]` says its deeper-layer K/V were computed against other text. The
+rotated to, and `stale[s]` says its deeper-layer K/V were computed against other text
+(STALE), or were not computed yet (MISSING: a deferred edit's rows, encoded before any read). The
 buffers are `[layers, kv_heads, capacity, head_dim]`, contiguous in the slot dimension per layer
 and head, so moving a range of tokens is one strided copy and the kernels stay simple.
 """
@@ -11,6 +12,7 @@ import torch
 
 from kvsplice import kernels
 
+STALE, MISSING = 1, 2  # per-slot marks; 0 (False) is exact
 HEAD = 1  # slot 0 holds a start token (BOS, FIM prefix or separator), so slot = HEAD + token index
 
 
@@ -55,17 +57,35 @@ class KVCache:
         kernels.rotate_and_move_(self.k, self.v, start, end, shift, delta, inv_freq)
 
     def first_stale(self) -> int | None:
-        try:
-            return self.stale.index(True)
-        except ValueError:
-            return None
+        return next((s for s, mark in enumerate(self.stale) if mark), None)
+
+    def stale_count(self) -> int:
+        return sum(1 for mark in self.stale if mark)
 
     def mark_encoded(self, start: int, end: int) -> None:
         """Slots [start, end) were just encoded at their own positions."""
         first = self.first_stale()
         exact = first is None or first >= start
         self.positions[start:end] = range(start, end)
-        self.stale[start:end] = [not exact] * (end - start)
+        self.stale[start:end] = [0 if exact else STALE] * (end - start)
+
+    def mark_missing(self, start: int, end: int) -> None:
+        """Slots [start, end) hold new tokens whose K/V are still to be computed."""
+        self.positions[start:end] = range(start, end)
+        self.stale[start:end] = [MISSING] * (end - start)
+
+    def pending(self, end: int, tail_tokens: int = 0) -> list[tuple[int, int]]:
+        """Slot ranges to encode before reading cache[:end]: every missing slot, and the tail
+        from the first stale slot among the last `tail_tokens` on. Sorted, disjoint."""
+        tail = next((s for s in range(max(0, end - tail_tokens), end) if self.stale[s]), end)
+        slots = [s for s in range(tail) if self.stale[s] == MISSING] + list(range(tail, end))
+        ranges: list[tuple[int, int]] = []
+        for s in slots:
+            if ranges and ranges[-1][1] == s:
+                ranges[-1] = (ranges[-1][0], s + 1)
+            else:
+                ranges.append((s, s + 1))
+        return ranges
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[index, :, :self.length], self.v[index, :, :self.length]

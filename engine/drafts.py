@@ -59,8 +59,9 @@ class Start:
     """The first step of every draft at a cursor: back off to a token boundary (healing), run
     the scratch chunk, and keep the next-token logits. Later steps append rows via `run`.
 
-    Tail refresh: stale tokens among the session's last `tail_tokens` before the prefix end are
-    re-encoded in place in the same forward (their fresh K/V are what the scratch rows read).
+    Pending rows (a deferred edit's tokens, and with `tail_tokens` the stale tail before the
+    prefix end) are encoded in place in the same forward: within each layer every row writes
+    its K/V before any row attends, so the scratch rows read them fresh.
     """
 
     def __init__(self, session: "Session", cursor: int, room: int = 0):
@@ -80,24 +81,18 @@ class Start:
             scratch = [([session.head_id, *session.token_ids])[self.prefix_len]]
         self.base = self.cache.length
         self.cache.reserve(self.base + len(scratch) + room + 1)
-        tail = self._stale_tail(session.tail_tokens)
-        ids = [session.head_id, *session.token_ids][tail:self.prefix_len] + scratch
-        segments = [Segment(self.prefix_len, self.base, self.base + len(scratch), len(scratch))]
-        if tail < self.prefix_len:
-            segments.insert(0, Segment.in_place(tail, self.prefix_len))
-        positions = torch.cat((torch.arange(tail, self.prefix_len),
-                               torch.arange(self.prefix_len, self.prefix_len + len(scratch))))
-        self.logits = self.model.forward(torch.tensor(ids), positions, segments,
+        pending = self.cache.pending(self.prefix_len, session.tail_tokens)
+        live = [session.head_id, *session.token_ids]
+        ids = [t for a, b in pending for t in live[a:b]] + scratch
+        positions = [p for a, b in pending for p in range(a, b)]
+        positions += range(self.prefix_len, self.prefix_len + len(scratch))
+        segments = [Segment.in_place(a, b) for a, b in pending]
+        segments.append(Segment(self.prefix_len, self.base, self.base + len(scratch), len(scratch)))
+        self.logits = self.model.forward(torch.tensor(ids), torch.tensor(positions), segments,
                                          self.cache.k, self.cache.v, logits_rows=1)[0]
-        if tail < self.prefix_len:
-            self.cache.mark_encoded(tail, self.prefix_len)
+        for a, b in pending:
+            self.cache.mark_encoded(a, b)
         self.next_slot = self.base + len(scratch)
-
-    def _stale_tail(self, tail_tokens: int) -> int:
-        """First slot of the stale tail to re-encode (prefix_len when there is none)."""
-        window = range(max(0, self.prefix_len - tail_tokens), self.prefix_len)
-        stale = [s for s in window if self.cache.stale[s]]
-        return stale[0] if stale else self.prefix_len
 
     def run(self, ids: list[int], at: int) -> torch.Tensor:
         """Rows ids in scratch slots from `at` on; positions continue from the prefix."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import drafts
-from .cache import HEAD, KVCache
+from .cache import HEAD, STALE, KVCache
 from .model import Segment
 from .strategies import STRATEGIES, plan_edit
 from .tokens import Splice
@@ -37,20 +37,22 @@ class EditReport:
 
 
 class Session:
-    """Options: `refresh_tokens` R re-encodes the first R suffix tokens with every patch;
+    """Options: `defer` leaves an edit's rows unencoded until something reads the cache, so the
+    next draft encodes them in its own first forward (one pass over the weights, not two);
+    `refresh_tokens` R re-encodes the first R suffix tokens with every patch;
     `tail_tokens` T re-encodes stale tokens among the last T before a draft's cursor, fused with
     the draft's first forward; `min_chunk` is chunk-reuse's smallest reusable run; `fim` uses
     fill-in-the-middle when the tokenizer has the tokens (default: when available)."""
 
     def __init__(self, engine: "Engine", text: str, strategy: str = "pie", fim: bool | None = None,
-                 min_chunk: int = 32, refresh_tokens: int = 0, tail_tokens: int = 0):
+                 min_chunk: int = 32, refresh_tokens: int = 0, tail_tokens: int = 0, defer: bool = False):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if refresh_tokens < 0 or tail_tokens < 0 or min_chunk < 1:
             raise ValueError(f"refresh_tokens ({refresh_tokens}) and tail_tokens ({tail_tokens}) must be "
                              f">= 0 and min_chunk ({min_chunk}) >= 1")
         self.engine, self.strategy, self.min_chunk = engine, strategy, min_chunk
-        self.refresh_tokens, self.tail_tokens = refresh_tokens, tail_tokens
+        self.refresh_tokens, self.tail_tokens, self.defer = refresh_tokens, tail_tokens, defer
         self.vocab = engine.vocab
         self.fim = engine.fim_ids if fim is None or fim else None
         if fim and engine.fim_ids is None:
@@ -74,7 +76,7 @@ class Session:
         ids = [self.head_id, *self.token_ids]
         self.cache.reserve(len(ids))
         self.cache.length = len(ids)
-        self.cache.positions, self.cache.stale = list(range(len(ids))), [False] * len(ids)
+        self.cache.positions, self.cache.stale = list(range(len(ids))), [0] * len(ids)
         self._encode(ids, 0, len(ids))
         self.totals["encoded"] += len(ids)
         self.last_report = EditReport(0, len(ids), 0, 0, (time.perf_counter() - t0) * 1e3, (0, 0, len(ids) - 1))
@@ -127,10 +129,13 @@ class Session:
             cache.move(mv.start, mv.end, mv.shift, mv.delta, self.engine.model.inv_freq)
             for s in range(mv.start, mv.end):
                 new_positions[s + mv.shift] = positions[s] + mv.delta
-                new_stale[s + mv.shift] = True
+                new_stale[s + mv.shift] = max(STALE, stale[s])
             moved += mv.end - mv.start if mv.delta else 0
         cache.positions, cache.stale = new_positions, new_stale
         cache.length = len(new)
+        if self.defer:
+            cache.mark_missing(plan.encode_start, plan.encode_end)
+            return 0, moved
         self._encode(new, plan.encode_start, plan.encode_end)
         return plan.encode_end - plan.encode_start, moved
 
@@ -159,12 +164,14 @@ class Session:
 
     def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached K and V of the document's tokens, in order: [kv_heads, T, head_dim]."""
+        for a, b in self.cache.pending(self.cache.length):
+            self._encode([self.head_id, *self.token_ids], a, b)
         k, v = self.cache.layer(layer)
         return k[:, HEAD:], v[:, HEAD:]
 
     @property
     def stale(self) -> int:
-        return sum(self.cache.stale)
+        return self.cache.stale_count()
 
     def complete(self, cursor: int, max_new_tokens: int = 48, n: int = 1,
                  stop: str | Callable[[str], int | None] = "line",

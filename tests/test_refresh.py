@@ -76,3 +76,20 @@ def test_tail_refresh_before_a_draft_makes_the_first_token_exact(engine):
     exact = engine.open_session(s.text, strategy="recompute").next_token_logits()
     assert torch.allclose(s.next_token_logits(), exact, atol=1e-4)
     assert s.stale <= 1, "only the token the cursor backs off from (token healing) may stay stale"
+
+
+def test_deferred_edit_is_encoded_in_the_drafts_first_forward_with_the_same_result(engine, monkeypatch):
+    eager = engine.open_session(TEXT, strategy="pie")
+    lazy = engine.open_session(TEXT, strategy="pie", defer=True)
+    for s in (eager, lazy):
+        s.edit(300, 300, "def helper():\n    return 42\n")
+        s.edit(1200, 1230, "")
+    assert lazy.last_report.encoded == 0 and lazy.stale > eager.stale
+    calls = []
+    forward = engine.model.forward
+    monkeypatch.setattr(engine.model, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    cursor = len(TEXT) // 2
+    assert lazy.complete(cursor, max_new_tokens=1) == eager.complete(cursor, max_new_tokens=1)
+    assert len(calls) == 2, "one forward for eager's draft, one for lazy's edits + draft together"
+    assert max_diff(lazy, eager) <= 1e-4
+    assert lazy.stale == eager.stale
