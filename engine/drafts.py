@@ -2,7 +2,8 @@
 
 The cache stores K/V, not logits, so a draft first runs one short chunk in scratch: the token
 before the cursor (or, for fill-in-the-middle models, `<suffix> window <middle>`), attending to
-the cache before the cursor. Draft tokens follow in scratch; the live cache is never written.
+the cache before the cursor. Draft tokens follow in scratch. The live cache is written only to
+encode rows that were pending anyway (a deferred edit's tokens, a stale tail being refreshed).
 
 Token healing: the cursor backs off to the start of the token it ends in (`pri|` of `print`),
 and the first generated tokens are constrained to reproduce the typed bytes, which the draft

@@ -176,7 +176,8 @@ class Session:
     def complete(self, cursor: int, max_new_tokens: int = 48, n: int = 1,
                  stop: str | Callable[[str], int | None] = "line",
                  cancelled: Callable[[], bool] | None = None) -> list[str]:
-        """Drafts for the text at `cursor`; reads cache[:cursor] only, session unchanged."""
+        """Drafts for the text at `cursor`. Reads cache[:cursor] only; text, ids and every
+        computed K/V stay as they were (pending rows before the cursor get encoded)."""
         t0 = time.perf_counter()
         try:
             return drafts.complete(self, cursor, max_new_tokens, n, stop, cancelled)
