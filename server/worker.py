@@ -1,0 +1,196 @@
+"""The model thread: the engine and every document's session live on one worker thread.
+
+Loads, edits, drafts and stats run as jobs in submission order, so each session sees its
+document's edits in the order the editor made them, and the event loop never waits on the model.
+A session is (re)made from a text snapshot whenever it is missing (model loaded after the
+document opened, evicted for memory, opened with other session options) or not holding that text.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+import torch
+
+from kvsplice.engine import Cancelled, Engine, ModelLoadError, Session
+
+from .documents import Edit
+from .settings import Settings
+from .syntax import Stop
+
+log = logging.getLogger(__name__)
+
+
+class DraftJob:
+    """One completion request: answered exactly once, cancellable before and during decoding."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.answer: asyncio.Future = loop.create_future()
+        self.stopped = threading.Event()
+
+    def cancel(self, why: str) -> None:
+        """Answer Cancelled now; a decode in progress stops before its next token."""
+        self.stopped.set()
+        if not self.answer.done():
+            self.answer.set_exception(Cancelled(why))
+
+
+class ModelWorker:
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvsplice-model")
+        self.engine: Engine | None = None
+        self.error = "the model has not been loaded yet"  # why there is no engine
+        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
+        self._options: dict[str, dict] = {}  # what each session was opened with
+
+    # -- called on the event loop ---------------------------------------------------------
+
+    def load(self, settings: Settings) -> asyncio.Future:
+        """Drop every session and load settings' model; fails with ModelLoadError."""
+        return asyncio.wrap_future(self._pool.submit(self._load, settings))
+
+    def open(self, uri: str, text: str, settings: Settings) -> None:
+        """Encode a document now, so its first draft finds the cache ready."""
+        self._post(self._open, uri, text, settings)
+
+    def edit(self, uri: str, edit: Edit, text_after: str, settings: Settings) -> None:
+        self._post(self._edit, uri, edit, text_after, settings)
+
+    def close(self, uri: str) -> None:
+        self._post(self._close, uri)
+
+    async def complete(self, job: DraftJob, uri: str, text: str, cursor: int, stop: Stop,
+                       settings: Settings) -> list[str]:
+        """Drafts at `cursor` of `text` (the document as the request saw it)."""
+        loop = asyncio.get_running_loop()
+        future = self._pool.submit(self._complete, job, uri, text, cursor, stop, settings)
+        future.add_done_callback(lambda done: loop.call_soon_threadsafe(_settle, job.answer, done))
+        return await job.answer
+
+    def refresh(self, budget_tokens: int) -> asyncio.Future:
+        """Re-encode up to `budget_tokens` stale tokens of the most recently used document that
+        has any; resolves to how many became exact (0: every cache is exact)."""
+        return asyncio.wrap_future(self._pool.submit(self._refresh, budget_tokens))
+
+    def stats(self, uris: list[str]) -> asyncio.Future:
+        """Each URI's session stats (None where it has no cache now)."""
+        return asyncio.wrap_future(self._pool.submit(
+            lambda: {uri: s.stats() if (s := self._sessions.get(uri)) else None for uri in uris}))
+
+    def session_text(self, uri: str) -> asyncio.Future:
+        return asyncio.wrap_future(self._pool.submit(
+            lambda: s.text if (s := self._sessions.get(uri)) else None))
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn on the worker without waiting; a failure is logged, the worker goes on."""
+        def report(done: Future) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                log.error("%s failed", fn.__name__, exc_info=done.exception())
+
+        self._pool.submit(fn, *args).add_done_callback(report)
+
+    # -- on the worker thread -------------------------------------------------------------
+
+    def _load(self, settings: Settings) -> Engine:
+        self._drop_sessions()
+        self.engine, self.error = None, f"model {settings.model!r} is loading"
+        if settings.threads:
+            torch.set_num_threads(settings.threads)
+        try:
+            self.engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
+        except Exception as exc:  # any failure to load must reach the user as a message, not a crash
+            self.error = str(exc) if isinstance(exc, ModelLoadError) else \
+                f"could not load model {settings.model!r}: {type(exc).__name__}: {exc}"
+            raise ModelLoadError(self.error) from exc
+        return self.engine
+
+    def _session(self, uri: str, text: str, settings: Settings) -> Session:
+        """uri's session holding exactly `text` under settings' session options, made or remade
+        as needed; now the most recently used."""
+        if self.engine is None:
+            raise ModelLoadError(self.error)
+        session, options = self._sessions.get(uri), settings.session_options()
+        if session is not None and session.text != text:
+            log.warning("the cache of %s was out of step with the document; re-encoding it", uri)
+        if session is not None and (session.text != text or self._options[uri] != options):
+            self._close(uri)
+            session = None
+        if session is None:
+            session = self._sessions[uri] = self.engine.open_session(text, **options)
+            self._options[uri] = options
+        self._sessions.move_to_end(uri)
+        self._evict(settings.memory_budget_mb * 2**20)
+        return session
+
+    def _open(self, uri: str, text: str, settings: Settings) -> None:
+        if self.engine is not None:
+            self._session(uri, text, settings)
+
+    def _edit(self, uri: str, edit: Edit, text_after: str, settings: Settings) -> None:
+        """Patch the session; one without a cache stays without (remade on its next draft)."""
+        session = self._sessions.get(uri)
+        if session is None:
+            return
+        try:
+            session.edit(edit.start, edit.end, edit.text)
+        except ValueError:
+            log.exception("edit of %s failed; its cache is dropped and remade on next use", uri)
+        if session.text != text_after:
+            self._close(uri)
+            return
+        self._sessions.move_to_end(uri)
+        self._evict(settings.memory_budget_mb * 2**20)
+
+    def _complete(self, job: DraftJob, uri: str, text: str, cursor: int, stop: Stop,
+                  settings: Settings) -> list[str]:
+        if job.stopped.is_set():
+            raise Cancelled()
+        session = self._session(uri, text, settings)
+        return session.complete(cursor, max_new_tokens=settings.max_new_tokens, n=settings.drafts,
+                                stop=stop, cancelled=job.stopped.is_set)
+
+    def _refresh(self, budget_tokens: int) -> int:
+        for session in reversed(self._sessions.values()):
+            if refreshed := session.refresh(budget_tokens):
+                return refreshed
+        return 0
+
+    def _close(self, uri: str) -> None:
+        session = self._sessions.pop(uri, None)
+        if session is not None:
+            session.close()
+            del self._options[uri]
+
+    def _drop_sessions(self) -> None:
+        for uri in list(self._sessions):
+            self._close(uri)
+
+    def _evict(self, budget: float) -> None:
+        """Free least recently used caches until all fit the budget (the newest always stays)."""
+        sizes = {uri: s.cache.nbytes for uri, s in self._sessions.items()}
+        total = sum(sizes.values())
+        for uri in list(self._sessions)[:-1]:
+            if total <= budget:
+                break
+            log.info("memory budget: dropping the cache of %s", uri)
+            self._close(uri)
+            total -= sizes[uri]
+
+
+def _settle(answer: asyncio.Future, done: Future) -> None:
+    """Copy a worker result into the job's answer, unless it was answered (cancelled) already."""
+    if answer.done():
+        return
+    if done.cancelled():
+        answer.set_exception(Cancelled("the server is shutting down"))
+    elif done.exception() is not None:
+        answer.set_exception(done.exception())
+    else:
+        answer.set_result(done.result())

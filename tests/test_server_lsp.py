@@ -1,0 +1,321 @@
+"""The language server end to end: a real `kvsplice serve` subprocess, a real LSP client, a tiny model.
+
+`ClientDoc` is the client's side of a document: it turns code-point edits into LSP changes in
+the negotiated encoding with its own (independent) position arithmetic.
+"""
+import asyncio
+import concurrent.futures
+import re
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from lsprotocol import types
+from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams,
+                              JsonRpcRequestCancelled)
+from pytest_lsp.client import make_test_lsp_client
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SERVER = [sys.executable, "-m", "kvsplice.server.cli", "serve"]
+REAL_FILE = Path(sysconfig.get_paths()["stdlib"], "colorsys.py")
+EOL = re.compile(r"\r\n|\r|\n")
+
+
+async def start_server(model: object, encodings: list[str] | None = None, **options):
+    """A server subprocess, initialized with `model` and options (by default one torch thread,
+    the fastest on a shared CI machine, and no idle refresh, so stats stay as edits leave them),
+    and a client that takes progress reports and offers `encodings`."""
+    client = make_test_lsp_client()
+    await client.start_io(*SERVER)
+    capabilities = types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=encodings),
+        window=types.WindowClientCapabilities(work_done_progress=True))
+    client.init_result = await client.initialize_session(types.InitializeParams(
+        capabilities=capabilities, initialization_options={"model": str(model), "threads": 1, "idle_refresh_ms": 0, **options}))
+    return client
+
+
+async def stop_server(client) -> None:
+    await client.shutdown_session()
+    await client.stop()
+
+
+class ClientDoc:
+    """A document as the client holds it."""
+
+    count = 0
+
+    def __init__(self, client, text: str, language: str = "python", encoding: str = "utf-16"):
+        ClientDoc.count += 1
+        self.client, self.text, self.encoding, self.version = client, text, encoding, 1
+        self.uri = f"file:///work/doc{ClientDoc.count}.{'py' if language == 'python' else 'txt'}"
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(self.uri, language, self.version, text)))
+
+    def position(self, offset: int) -> types.Position:
+        before = self.text[:offset]
+        last = EOL.split(before)[-1]
+        units = {"utf-16": len(last.encode("utf-16-le")) // 2, "utf-8": len(last.encode())}[self.encoding]
+        return types.Position(len(EOL.findall(before)), units)
+
+    def change(self, *edits: tuple[int, int, str]) -> None:
+        """Send several (start, end, new) edits in one didChange; each is relative to the text
+        left by the ones before it."""
+        changes = []
+        for start, end, new in edits:
+            changes.append(types.TextDocumentContentChangePartial(
+                range=types.Range(self.position(start), self.position(end)), text=new))
+            self.text = self.text[:start] + new + self.text[end:]
+        self.version += 1
+        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=self.uri, version=self.version), changes))
+
+    def inline_params(self, offset: int) -> types.InlineCompletionParams:
+        return types.InlineCompletionParams(
+            context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
+            text_document=types.TextDocumentIdentifier(self.uri), position=self.position(offset))
+
+    async def inline(self, offset: int):
+        return await asyncio.wait_for(
+            self.client.text_document_inline_completion_async(self.inline_params(offset)), 120)
+
+    async def debug(self):
+        return await request(self.client, "kvsplice/debugDocument", {"uri": self.uri})
+
+    async def stats(self):
+        return (await request(self.client, "kvsplice/stats", {"uri": self.uri})).documents[0]
+
+    async def assert_in_step(self) -> None:
+        """Mirror, syntax tree and engine session all hold the client's text."""
+        seen = await self.debug()
+        assert seen.text == self.text
+        assert seen.session_text == self.text
+        if seen.tree is not None:
+            data = self.text.encode()
+            assert seen.tree.text.encode() == data[seen.tree.start_byte:]
+            assert not data[:seen.tree.start_byte].strip()
+            assert seen.tree.matches_fresh_parse
+
+
+async def request(client, method: str, params):
+    return await asyncio.wait_for(client.protocol.send_request_async(method, params), 120)
+
+
+async def send_raw(client, method: str, params: dict):
+    """A request exactly as given (the typed client would refuse malformed params)."""
+    msg_id = f"raw-{time.monotonic_ns()}"
+    future = client.protocol._request_futures[msg_id] = concurrent.futures.Future()
+    client.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+    return await asyncio.wait_for(asyncio.wrap_future(future), 120)
+
+
+def configure(client, **settings) -> None:
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"kvsplice": settings}))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def client(tiny_model_dir):
+    client = await start_server(tiny_model_dir())
+    yield client
+    await stop_server(client)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def real_doc(client):
+    """colorsys.py from the standard library, open and encoded."""
+    doc = ClientDoc(client, REAL_FILE.read_text())
+    await doc.assert_in_step()
+    return doc
+
+
+async def test_initialize_negotiates_encoding_and_reports_the_model_load(client, real_doc):
+    capabilities = client.init_result.capabilities
+    assert capabilities.position_encoding == types.PositionEncodingKind.Utf16
+    assert capabilities.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+    assert capabilities.inline_completion_provider is not None
+    assert capabilities.completion_provider is not None
+    reports = [r for rs in client.progress_reports.values() for r in rs]
+    assert [r.kind for r in reports][0] == "begin" and reports[-1].kind == "end"
+    assert "ready" in reports[-1].message
+
+
+async def test_incremental_edits_of_a_real_file_reach_tree_and_session(real_doc):
+    doc = real_doc
+    at = doc.text.index("def rgb_to_hls")
+    doc.change((at, at, "# inserted 😀 中\n"))                       # insert
+    await doc.assert_in_step()
+    start = doc.text.index("    maxc = max(r, g, b)")
+    doc.change((start, start + 4, ""))                                  # delete
+    doc.change((start, start + 4, "maxc_"))                             # replace
+    await doc.assert_in_step()
+    end = len(doc.text)
+    doc.change((0, 0, "# top\r\n"), (end + 7, end + 7, "\n# end\t!\n"), (10, 12, ""))  # several at once
+    await doc.assert_in_step()
+
+
+async def test_drafts_come_back_at_the_cursor(real_doc):
+    doc = real_doc
+    cursor = doc.text.index("    rangec = ") + len("    rangec = ")
+    items = await doc.inline(cursor)
+    assert items and all(isinstance(i.insert_text, str) and i.insert_text for i in items)
+    assert all(i.range.start == doc.position(cursor) for i in items)
+    listing = await asyncio.wait_for(doc.client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(doc.uri), position=doc.position(cursor))), 120)
+    assert listing.is_incomplete
+    assert [i.text_edit.new_text for i in listing.items] == [i.insert_text for i in items]
+    assert (await doc.stats()).last_draft_ms > 0
+
+
+async def test_mid_file_insertion_encodes_only_the_edited_tokens(real_doc):
+    doc = real_doc
+    at = doc.text.index("def hls_to_rgb")
+    doc.change((at, at, "x = 1\n"))
+    stats = await doc.stats()
+    assert 1 <= stats.encoded <= 8
+    assert stats.rotated > 100  # every token after the insertion moved, none re-encoded
+    assert stats.reused + stats.encoded >= stats.tokens
+    await doc.assert_in_step()
+
+
+async def test_idle_time_re_encodes_stale_tokens_until_the_cache_is_exact(real_doc):
+    doc = real_doc
+    at = doc.text.index("def rgb_to_hsv")
+    doc.change((at, at, "y = 2\n"))
+    assert (await doc.stats()).stale > 0
+    configure(doc.client, idle_refresh_ms=20)
+    for _ in range(200):
+        if (await doc.stats()).stale == 0:
+            break
+        await asyncio.sleep(0.05)
+    configure(doc.client, idle_refresh_ms=0)
+    assert (await doc.stats()).stale == 0
+    await doc.assert_in_step()
+
+
+async def test_cancel_mid_decode_answers_request_cancelled_and_keeps_the_session(real_doc):
+    doc, client = real_doc, real_doc.client
+    configure(client, drafts=16, max_new_tokens=64)  # a long decode
+    cursor = doc.text.index("def yiq_to_rgb")
+    await doc.inline(cursor)
+    full_ms = (await doc.stats()).last_draft_ms
+    future = asyncio.wrap_future(client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, doc.inline_params(cursor), msg_id="cancel-me"))
+    await asyncio.sleep(full_ms / 1000 / 4)
+    client.cancel_request(types.CancelParams(id="cancel-me"))
+    with pytest.raises(JsonRpcRequestCancelled):
+        await asyncio.wait_for(future, 120)
+    configure(client, drafts=1, max_new_tokens=48)
+    assert (await doc.stats()).last_draft_ms < full_ms * 0.75  # it stopped decoding, not only answering
+    await doc.assert_in_step()
+    assert await doc.inline(cursor)
+
+
+async def test_burst_of_requests_while_typing_gets_one_result_and_49_cancellations(real_doc):
+    doc, client = real_doc, real_doc.client
+    cursor = doc.text.index("def rgb_to_yiq")
+    futures = []
+    for _ in range(50):
+        doc.change((cursor, cursor, "x"))
+        cursor += 1
+        futures.append(asyncio.wrap_future(client.protocol.send_request(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION, doc.inline_params(cursor))))
+    answers = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), 120)
+    assert not isinstance(answers[-1], Exception)
+    assert all(isinstance(a, JsonRpcRequestCancelled) for a in answers[:-1]), answers
+    await doc.assert_in_step()
+
+
+async def test_request_for_an_older_version_gets_content_modified(real_doc):
+    doc, client = real_doc, real_doc.client
+    cursor = doc.text.index("def hls_to_rgb")
+    future = asyncio.wrap_future(client.protocol.send_request(
+        types.TEXT_DOCUMENT_INLINE_COMPLETION, doc.inline_params(cursor)))
+    doc.change((0, 0, "#"))
+    with pytest.raises(JsonRpcException, match="changed") as failure:
+        await asyncio.wait_for(future, 120)
+    assert failure.value.code == JsonRpcContentModified.CODE
+
+
+@pytest.mark.parametrize("position, message", [
+    (types.Position(0, 999), "outside line 0"),
+    (types.Position(10_000, 0), "past the end of the document"),
+])
+async def test_positions_outside_the_document_are_invalid_params(client, position, message):
+    doc = ClientDoc(client, "x = 1\n")
+    params = doc.inline_params(0)
+    params.position = position
+    with pytest.raises(JsonRpcInvalidParams, match=message):
+        await client.text_document_inline_completion_async(params)
+
+
+async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(client, real_doc):
+    unknown = real_doc.inline_params(0)
+    unknown.text_document.uri = "file:///nowhere.py"
+    with pytest.raises(JsonRpcInvalidParams, match="not open"):
+        await client.text_document_inline_completion_async(unknown)
+    with pytest.raises(JsonRpcInvalidParams, match="invalid params for textDocument/inlineCompletion"):
+        await send_raw(client, types.TEXT_DOCUMENT_INLINE_COMPLETION, {"textDocument": {"uri": real_doc.uri}})
+    with pytest.raises(JsonRpcInvalidParams, match="uri"):
+        await request(client, "kvsplice/stats", {"uri": 3})
+
+    closed = ClientDoc(client, "y = 2\n")
+    client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(closed.uri)))
+    closed.change((0, 0, "z"))                                       # a change for a closed document
+    broken = ClientDoc(client, "a\n")
+    client.text_document_did_change(types.DidChangeTextDocumentParams(  # a range outside the document
+        types.VersionedTextDocumentIdentifier(uri=broken.uri, version=2),
+        [types.TextDocumentContentChangePartial(range=types.Range(types.Position(0, 0), types.Position(0, 5)),
+                                                text="b")]))
+    configure(client, strategy="fastest")                            # a setting that does not exist
+    stats = await request(client, "kvsplice/stats", None)
+    assert closed.uri not in [d.uri for d in stats.documents]
+    shown = " | ".join(m.message for m in client.messages)
+    assert f"didChange for {closed.uri}, which is not open" in shown
+    assert f"{broken.uri} is out of step" in shown
+    assert "setting 'strategy': expected one of pie" in shown
+    with pytest.raises(JsonRpcException, match="out of step"):
+        await broken.inline(0)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(  # a full text repairs it
+        types.VersionedTextDocumentIdentifier(uri=broken.uri, version=3),
+        [types.TextDocumentContentChangeWholeDocument(text="b\n")]))
+    broken.text = "b\n"
+    await broken.assert_in_step()
+    assert await real_doc.inline(real_doc.text.index("def "))       # everything else still works
+
+
+async def test_languages_setting_limits_drafts_but_not_the_mirror(client):
+    configure(client, languages=["python"])
+    doc = ClientDoc(client, "some notes\n", language="plaintext")
+    doc.change((4, 4, "!"))
+    assert await doc.inline(5) == []
+    seen = await doc.debug()
+    assert seen.text == doc.text and seen.session_text is None and seen.tree is None
+    configure(client, languages=None)
+    await doc.assert_in_step()  # served again: encoded from the mirror
+
+
+async def test_memory_budget_drops_least_recently_used_caches_and_remakes_them_on_use(client):
+    configure(client, memory_budget_mb=0)
+    first, second = ClientDoc(client, "a = 1\n"), ClientDoc(client, "b = 2\n")
+    assert (await second.stats()).cached and not (await first.stats()).cached
+    await first.inline(5)
+    assert (await first.stats()).cached and not (await second.stats()).cached
+    configure(client, memory_budget_mb=2048)
+
+
+async def test_model_that_cannot_load_gives_request_failed_with_its_reason(tmp_path):
+    client = await start_server(tmp_path / "no-such-model")
+    try:
+        doc = ClientDoc(client, "x = 1\n")
+        with pytest.raises(JsonRpcException, match="no model") as failure:
+            await doc.inline(0)
+        assert failure.value.code == -32803
+        stats = await request(client, "kvsplice/stats", None)
+        assert not stats.ready and "no model" in stats.error
+        assert any("no model" in m.message for m in client.messages)
+    finally:
+        await stop_server(client)
