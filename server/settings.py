@@ -12,6 +12,7 @@ Both accept the keys flat or under a `"kvsplice"` section, in snake_case or came
 | `strategy`         | `"pie"`          | how edits reach the cache: `pie`, `recompute`, `naive`, `chunk-reuse` |
 | `refresh_tokens`   | `0`              | also re-encode this many tokens after each edit (the most affected)  |
 | `tail_tokens`      | `0`              | re-encode stale tokens among this many before a draft's cursor, in its first forward |
+| `defer`            | `false`          | leave an edit's tokens unencoded until the next draft, which encodes them in its own first forward (one pass over the weights instead of two) |
 | `idle_refresh_ms`  | `1000`           | after this long without edits or requests, re-encode stale tokens until every cache is exact (0: never) |
 | `drafts`           | `1`              | drafts per request (items in the answer)                           |
 | `max_lines`        | `8`              | most lines in a multi-line (block) draft                           |
@@ -20,7 +21,7 @@ Both accept the keys flat or under a `"kvsplice"` section, in snake_case or came
 | `memory_budget_mb` | `2048`           | KV-cache memory for all documents; least recently used lose theirs first (0: only the document in use keeps one) |
 
 Changing `model`, `device`, `dtype` or `threads` reloads the model; changing `strategy`,
-`refresh_tokens` or `tail_tokens` re-encodes open documents; the others apply to the next request.
+`refresh_tokens`, `tail_tokens` or `defer` re-encodes open documents; the others apply to the next request.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from kvsplice.engine.strategies import STRATEGIES
 
 SECTION = "kvsplice"
 RELOAD = ("model", "device", "dtype", "threads")
-SESSION = ("strategy", "refresh_tokens", "tail_tokens")  # Engine.open_session options
+SESSION = ("strategy", "refresh_tokens", "tail_tokens", "defer")  # Engine.open_session options
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -45,6 +46,7 @@ class Settings:
     strategy: str = "pie"
     refresh_tokens: int = 0
     tail_tokens: int = 0
+    defer: bool = False
     idle_refresh_ms: int = 1000
     drafts: int = 1
     max_lines: int = 8
@@ -93,6 +95,8 @@ def _checked(name: str, value: object) -> object:
     elif name == "memory_budget_mb":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             fail("a number of megabytes, 0 or more")
+    elif name == "defer" and not isinstance(value, bool):
+        fail("true or false")
     elif name == "strategy" and value not in STRATEGIES:
         fail("one of " + ", ".join(STRATEGIES))
     elif name == "dtype" and value not in DTYPES:

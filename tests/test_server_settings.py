@@ -1,6 +1,7 @@
 """Settings from initializationOptions / didChangeConfiguration: shapes accepted, bad values refused."""
 import pytest
 
+from kvsplice.engine import Engine
 from kvsplice.server.settings import Settings
 
 
@@ -27,6 +28,7 @@ def test_a_change_replaces_only_the_keys_it_names_and_reports_unknown_ones():
     ({"dtype": "int8"}, "float32"),
     ({"languages": "python"}, "a list of languageIds"),
     ({"model": ""}, "a non-empty string"),
+    ({"defer": 1}, "true or false"),
     ("model", "must be an object"),
 ])
 def test_bad_values_are_refused_naming_the_setting(options, message):
@@ -34,5 +36,8 @@ def test_bad_values_are_refused_naming_the_setting(options, message):
         Settings().updated(options)
 
 
-def test_session_options_are_what_open_session_takes():
-    assert Settings(tail_tokens=4).session_options() == {"strategy": "pie", "refresh_tokens": 0, "tail_tokens": 4}
+def test_session_options_are_what_open_session_takes(tiny_model_dir):
+    options = Settings(tail_tokens=4, defer=True).session_options()
+    assert options == {"strategy": "pie", "refresh_tokens": 0, "tail_tokens": 4, "defer": True}
+    session = Engine("tiny", tiny_model_dir("llama", layers=1)).open_session("x = 1\n", **options)
+    assert (session.tail_tokens, session.defer) == (4, True)
