@@ -4,13 +4,7 @@ import pytest
 import torch
 
 from kvsplice.kernels import attention, chunk_attention, decode_attention
-from kvsplice.kernels import dispatch
 from kvsplice.kernels.attention import _attention_matmul, _attention_sdpa, attention_reference
-
-needs_triton = pytest.mark.skipif(
-    dispatch.triton is None or not (dispatch.INTERPRETED or torch.cuda.is_available()),
-    reason="needs triton with TRITON_INTERPRET=1 (or a GPU)",
-)
 
 # Outputs are convex combinations of V rows (|out| < 4 here). Both backends compute scores,
 # softmax and the weighted sum in fp32 and round once on output, so they differ by about one
@@ -76,7 +70,6 @@ def test_reference_respects_scale():
                                naive_attention(q, k, v, 10, 20, 30, scale=0.3), rtol=1e-5, atol=1e-5)
 
 
-@needs_triton
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_triton_attention_matches_reference(case, dtype, monkeypatch):
@@ -87,7 +80,6 @@ def test_triton_attention_matches_reference(case, dtype, monkeypatch):
     torch.testing.assert_close(attention(q, k, v, prefix_len, chunk_start, chunk_end), expected, **TOL[dtype])
 
 
-@needs_triton
 @pytest.mark.parametrize("op", [decode_attention, chunk_attention], ids=["decode", "chunk"])
 @pytest.mark.parametrize("num_splits", [1, 3, 7])
 def test_triton_split_keys_combine_exactly(op, num_splits, monkeypatch):
@@ -99,7 +91,6 @@ def test_triton_split_keys_combine_exactly(op, num_splits, monkeypatch):
     torch.testing.assert_close(op(q, k, v, 260, 300, 390, num_splits=num_splits), expected, **TOL[torch.float32])
 
 
-@needs_triton
 def test_triton_tiny_head_dim_of_the_test_models(monkeypatch):
     monkeypatch.setenv("KVSPLICE_KERNELS", "triton")
     q, k, v = make_qkv(4, 2, 16, 60, 9, torch.float32)
@@ -107,7 +98,7 @@ def test_triton_tiny_head_dim_of_the_test_models(monkeypatch):
                                **TOL[torch.float32])
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_bad_attention_input_raises_clear_errors(backend, monkeypatch):
     monkeypatch.setenv("KVSPLICE_KERNELS", backend)
     q, k, v = make_qkv(4, 2, 64, 50, 3, torch.float32)

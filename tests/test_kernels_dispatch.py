@@ -20,7 +20,6 @@ def test_torch_forces_the_reference_and_values_are_case_insensitive(monkeypatch)
     assert not dispatch.use_triton(CPU)
 
 
-@pytest.mark.skipif(dispatch.triton is None or not dispatch.INTERPRETED, reason="needs TRITON_INTERPRET=1")
 def test_triton_runs_interpreted_kernels_on_cpu(monkeypatch):
     monkeypatch.setenv("KVSPLICE_KERNELS", "triton")
     assert dispatch.use_triton(CPU)

@@ -2,11 +2,9 @@
 import textwrap
 from pathlib import Path
 
-import pytest
 import torch
 
 from kvsplice.engine import Engine
-from kvsplice.kernels import dispatch
 
 # Real code, short: the Triton interpreter runs every attention of every forward in Python.
 TEXT = Path(textwrap.__file__).read_text()[:600]
@@ -23,7 +21,6 @@ def edited_session(engine, monkeypatch, backend):
     return session, drafts, session.next_token_logits(cursor)
 
 
-@pytest.mark.skipif(dispatch.triton is None or not dispatch.INTERPRETED, reason="needs TRITON_INTERPRET=1")
 def test_triton_and_torch_backends_give_the_same_cache_and_drafts(tiny_model_dir, monkeypatch):
     engine = Engine.load(str(tiny_model_dir("llama", layers=2)))
     ref, ref_drafts, ref_logits = edited_session(engine, monkeypatch, "torch")

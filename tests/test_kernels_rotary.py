@@ -6,13 +6,7 @@ import pytest
 import torch
 
 from kvsplice.kernels import apply_rope, rerotate_, rotate_and_move_
-from kvsplice.kernels import dispatch
 from kvsplice.kernels.rotary import rerotate_reference_, rotate_and_move_reference_
-
-needs_triton = pytest.mark.skipif(
-    dispatch.triton is None or not (dispatch.INTERPRETED or torch.cuda.is_available()),
-    reason="needs triton with TRITON_INTERPRET=1 (or a GPU)",
-)
 
 # Kernel and reference take the same fp32 cos/sin and differ only in fp32 rounding order
 # (elementwise vs a matmul), so after the store they agree to one unit in the last place of the
@@ -58,7 +52,6 @@ CASES = [
 ]
 
 
-@needs_triton
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "L{}H{}S{}D{}[{},{})shift{}delta{}".format(*c))
 def test_triton_rotate_and_move_matches_reference(case, dtype, triton_backend):
@@ -71,7 +64,6 @@ def test_triton_rotate_and_move_matches_reference(case, dtype, triton_backend):
     assert torch.equal(v, v_ref)
 
 
-@needs_triton
 def test_triton_random_moves_match_reference(triton_backend):
     rng = random.Random(1)
     k, v = random_cache(2, 1, 160, 128, torch.float32)
@@ -87,7 +79,6 @@ def test_triton_random_moves_match_reference(triton_backend):
         assert torch.equal(v, v_ref), (start, end, shift)
 
 
-@needs_triton
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_triton_rerotate_matches_reference(dtype, triton_backend):
     k, _ = random_cache(2, 3, 130, 64, dtype)
@@ -97,7 +88,7 @@ def test_triton_rerotate_matches_reference(dtype, triton_backend):
     torch.testing.assert_close(k, k_ref, **TOL[dtype])
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_rotating_encoded_keys_by_delta_encodes_them_at_p_plus_delta(backend, monkeypatch):
     """Exact up to fp32 angle rounding: the angles p * inv_freq (p < 470) are each off by up to
     p * 2^-24 rad (3e-5), times |k| < 5, so 2e-4 (measured 5e-5)."""
@@ -154,14 +145,13 @@ def test_thousand_random_shifts_do_not_drift():
     assert torch.equal(values, raw)
 
 
-@needs_triton
 def test_triton_many_random_shifts_do_not_drift(triton_backend):
     final, direct, values, raw = shifted_back_and_forth(300, layers=1, heads=1, length=60, slots=200)
     torch.testing.assert_close(final, direct, rtol=0, atol=DRIFT_ATOL)
     assert torch.equal(values, raw)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_bad_cache_input_raises_clear_errors(backend, monkeypatch):
     monkeypatch.setenv("KVSPLICE_KERNELS", backend)
     k, v = random_cache(2, 2, 40, 64, torch.float32)
