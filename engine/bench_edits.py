@@ -185,7 +185,8 @@ def replay(engine, args, strategies, edits) -> dict:
     rows, cases = [], []
     rng = random.Random(f"order:{args.seed}")
     t0 = time.perf_counter()
-    for i in progress(range(args.cases), args.cases, "cases", args.progress):
+    indices = range(args.start, args.start + args.cases)
+    for i in progress(indices, args.cases, "cases", args.progress):
         if args.time_limit and time.perf_counter() - t0 > args.time_limit:
             print(f"time limit reached after {i} cases", file=sys.stderr)
             break
@@ -266,7 +267,7 @@ def humaneval(engine, args, strategies) -> dict:
     rows = []
     rng = random.Random(f"he-order:{args.seed}")
     for p in progress(problems, len(problems), "humaneval", args.progress):
-        before, undo = edited(p)
+        before, apply, undo = edited(p)
         if args.humaneval_mode == "roundtrip":
             base = engine.open_session(p.context, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
         else:
@@ -276,7 +277,7 @@ def humaneval(engine, args, strategies) -> dict:
         for strategy in order:
             s = fork(base, strategy)
             if args.humaneval_mode == "roundtrip":
-                s.edit(*_forward(p.context, before))
+                s.edit(*apply)
             s.edit(*undo)
             assert s.text == p.context, p.task_id
             drafts = s.complete(len(s.text), max_new_tokens=args.max_new_tokens, stop="line")
@@ -286,23 +287,33 @@ def humaneval(engine, args, strategies) -> dict:
                              passed=float(passes(program(p, draft)))))
         base.close()
     summary = []
+    ref = sorted((r for r in rows if r["strategy"] == REFERENCE), key=lambda r: r["task_id"])
     for s in strategies:
-        rs = [r for r in rows if r["strategy"] == s]
+        rs = sorted((r for r in rows if r["strategy"] == s), key=lambda r: r["task_id"])
         ok = [r["passed"] for r in rs]
-        summary.append(dict(strategy=s, n=len(rs), pass_rate=_mean(ok), pass_ci=bootstrap_ci(ok, args.seed),
-                            em=_mean([r["em"] for r in rs])))
+        res = dict(strategy=s, n=len(rs), pass_rate=_mean(ok), pass_ci=bootstrap_ci(ok, args.seed),
+                   em=_mean([r["em"] for r in rs]))
+        if ref:
+            diff = [a["passed"] - b["passed"] for a, b in zip(rs, ref)]
+            res.update(pass_diff=_mean(diff), pass_diff_ci=bootstrap_ci(diff, args.seed),
+                       agree=_mean([exact_match(a["draft"], b["draft"]) for a, b in zip(rs, ref)]))
+        summary.append(res)
     return dict(mode=args.humaneval_mode, problems=len(problems), results=summary, per_problem=rows)
 
 
-def _forward(context: str, before: str) -> tuple[int, int, str]:
-    """The edit that turns `context` into `before` (one contiguous change)."""
-    a = 0
-    while a < min(len(context), len(before)) and context[a] == before[a]:
-        a += 1
-    b = 0
-    while (b < min(len(context), len(before)) - a and context[len(context) - 1 - b] == before[len(before) - 1 - b]):
-        b += 1
-    return a, len(context) - b, before[a:len(before) - b]
+def merge(data: dict, more: dict) -> None:
+    """Fold `more` into `data`; replay cases of both (same model and seed) are pooled and the
+    summary recomputed, so a long run can be done in pieces (`--start`)."""
+    rows = {(r["case"], r["strategy"]): r for r in data.get("per_case", []) + more.get("per_case", [])}
+    cases = {c["index"]: c for c in data.get("case_list", []) + more.get("case_list", [])}
+    data.update(more)
+    if rows:
+        pooled = sorted(rows.values(), key=lambda r: r["case"])
+        strategies = list(dict.fromkeys(r["strategy"] for r in pooled))
+        strategies = [s for s in ORDER if s in strategies] + [s for s in strategies if s not in ORDER]
+        edits = [e for e in EDIT_TYPES if any(r["edit"] == e for r in pooled)]
+        data.update(per_case=pooled, case_list=sorted(cases.values(), key=lambda c: c["index"]),
+                    cases=len(cases), results=summarize(pooled, strategies, edits, data.get("seed", 0)))
 
 
 # -- output -------------------------------------------------------------------------------------
@@ -350,9 +361,11 @@ def format_curve(data: dict) -> str:
 
 def format_humaneval(data: dict) -> str:
     out = [f"HumanEval functional check ({data['problems']} problems, mode {data['mode']})",
-           f"{'strategy':11} {'n':>4} {'pass %':>6} {'95% CI':>13} {'EM':>5}"]
+           f"{'strategy':11} {'n':>4} {'pass %':>6} {'95% CI':>13} {'Δpass':>6} {'95% CI':>13} {'EM':>5} {'agree':>5}"]
     for r in data["results"]:
-        out.append(f"{r['strategy']:11} {r['n']:4d} {_pct(r['pass_rate']):>6} {_ci(r['pass_ci']):>13} {_pct(r['em'])}")
+        out.append(f"{r['strategy']:11} {r['n']:4d} {_pct(r['pass_rate']):>6} {_ci(r['pass_ci']):>13} "
+                   f"{_pct(r.get('pass_diff', math.nan)):>6} {_ci(r.get('pass_diff_ci', (math.nan, math.nan))):>13} "
+                   f"{_pct(r['em'])} {_pct(r.get('agree', math.nan))}")
     return "\n".join(out)
 
 
@@ -405,7 +418,7 @@ def plot(data: dict, path: str) -> None:
             ax.set_ylabel(f"{panel.upper()} % (95% bootstrap CI)")
             n = data.get("cases", "?")
             ax.set_title(f"{panel.upper()} of the next line, {data.get('model', '')}, {n} cases")
-            ax.set_ylim(0, 100)
+            ax.set_ylim(0, 100 if panel == "es" else None)
             ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -422,6 +435,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32")
     p.add_argument("--cases", type=int, default=200, help="replay cases, spread round-robin over --edits")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="first case index (to extend an earlier run; --merge both)")
     p.add_argument("--corpus", help="folder of real source (default: this interpreter's stdlib)")
     p.add_argument("--context", type=int, default=1024, help="context tokens before the target line")
     p.add_argument("--edits", default=",".join(EDIT_TYPES), help="comma list of insert,delete,multi")
@@ -461,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     data: dict = {}
     for path in args.merge:
-        data.update(json.loads(Path(path).read_text()))
+        merge(data, json.loads(Path(path).read_text()))
     # the replay runs by default; --curve / --humaneval / --merge select other sections instead
     run_replay = args.cases > 0 and (args.replay or not (args.curve or args.humaneval or args.merge))
     if run_replay or args.curve or args.humaneval:
@@ -473,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
                     context=args.context, fim=args.fim, max_new_tokens=args.max_new_tokens,
                     corpus=str(args.corpus or default_corpus()), threads=torch.get_num_threads())
         if run_replay:
-            data.update(replay(engine, args, strategies, edits))
+            merge(data, replay(engine, args, strategies, edits))
         if args.curve:
             data["curve"] = curve(engine, args, strategies)
         if args.humaneval:

@@ -76,15 +76,16 @@ def load_problems(limit: int, seed: int) -> list[Problem]:
     return problems
 
 
-def edited(problem: Problem) -> tuple[str, tuple[int, int, str]]:
-    """(the context with the earlier edit applied, the edit that undoes it)."""
+def edited(problem: Problem) -> tuple[str, tuple[int, int, str], tuple[int, int, str]]:
+    """(the context with the earlier edit applied, that edit, the edit that undoes it)."""
     lines = problem.context.splitlines(keepends=True)
     at = sum(len(ln) for ln in lines[:problem.edit_line])
     if problem.edit_kind == "delete":
         line = lines[problem.edit_line]
-        return problem.context[:at] + problem.context[at + len(line):], (at, at, line)
+        before = problem.context[:at] + problem.context[at + len(line):]
+        return before, (at, at + len(line), ""), (at, at, line)
     f = problem.foreign
-    return problem.context[:at] + f + problem.context[at:], (at, at + len(f), "")
+    return problem.context[:at] + f + problem.context[at:], (at, at, f), (at, at + len(f), "")
 
 
 def program(problem: Problem, draft: str) -> str:
