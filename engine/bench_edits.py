@@ -14,7 +14,6 @@ strategy wrote). `--merge` reloads earlier JSON so one table / plot can show sev
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import random
@@ -26,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .edit_cases import EDIT_TYPES, CaseMaker, corpus_files, default_corpus
-from .strategies import STRATEGIES
+from .strategies import parse_variant
 
 REFERENCE = "recompute"
 ORDER = ("recompute", "pie", "naive", "chunk-reuse")
@@ -82,16 +81,11 @@ def bootstrap_ci(values: list[float], seed: int = 0, level: float = 0.95) -> tup
 
 # -- sessions -----------------------------------------------------------------------------------
 
-def fork(base, strategy: str):
-    """A copy of a session with its own cache, applying edits with `strategy`: every strategy
-    starts from the same exactly encoded old document without paying for the prefill again."""
-    s = copy.copy(base)
-    s.strategy = strategy
-    cache = copy.copy(base.cache)
-    cache.k, cache.v = base.cache.k.clone(), base.cache.v.clone()
-    cache.positions, cache.stale = list(base.cache.positions), list(base.cache.stale)
-    s.cache, s.token_ids, s.totals = cache, list(base.token_ids), dict(base.totals)
-    return s
+def fork(base, variant: str):
+    """A copy of the exactly encoded old document that applies edits as `variant` says
+    (a strategy, optionally with a refresh and tail window: pie+r32+t16)."""
+    strategy, options = parse_variant(variant)
+    return base.fork(strategy=strategy, **options)
 
 
 def progress(iterable, total: int, desc: str, enabled: bool):
@@ -439,7 +433,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus", help="folder of real source (default: this interpreter's stdlib)")
     p.add_argument("--context", type=int, default=1024, help="context tokens before the target line")
     p.add_argument("--edits", default=",".join(EDIT_TYPES), help="comma list of insert,delete,multi")
-    p.add_argument("--strategies", default=",".join(ORDER), help="comma list; include recompute for KL/agreement")
+    p.add_argument("--strategies", default=",".join(ORDER),
+                   help="comma list; include recompute for KL/agreement; a variant pie+rR+tT adds a "
+                        "refresh window of R suffix tokens and a tail refresh of T tokens")
     p.add_argument("--fim", choices=("off", "on"), default="off",
                    help="fill-in-the-middle drafts for FIM models (off: plain next-line from the left "
                         "context, the PIE paper's setup; the suffix is empty here anyway)")
@@ -466,7 +462,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     strategies = [s for s in args.strategies.split(",") if s]
     edits = [e for e in args.edits.split(",") if e]
-    bad = [s for s in strategies if s not in STRATEGIES] + [e for e in edits if e not in EDIT_TYPES]
+    bad = [e for e in edits if e not in EDIT_TYPES]
+    for s in strategies:
+        try:
+            parse_variant(s)
+        except ValueError:
+            bad.append(s)
     if bad:
         print(f"unknown strategy or edit type: {', '.join(bad)}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ and head, so moving a range of tokens is one strided copy and the kernels stay s
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from kvsplice import kernels
@@ -48,6 +50,12 @@ class KVCache:
             new = torch.zeros(layers, heads, capacity, dim, device=self.device, dtype=self.dtype)
             new[:, :, :self.length] = old[:, :, :self.length]
             setattr(self, name, new)
+
+    def copy(self) -> "KVCache":
+        clone = copy.copy(self)
+        clone.k, clone.v = self.k.clone(), self.v.clone()
+        clone.positions, clone.stale = list(self.positions), list(self.stale)
+        return clone
 
     def move(self, start: int, end: int, shift: int, delta: int, inv_freq: torch.Tensor) -> None:
         """Move slots [start, end) by `shift` slots and rotate their keys by `delta` positions."""

@@ -6,6 +6,7 @@ Invariants after every public call (and after any exception, which leaves the se
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -46,13 +47,9 @@ class Session:
 
     def __init__(self, engine: "Engine", text: str, strategy: str = "pie", fim: bool | None = None,
                  min_chunk: int = 32, refresh_tokens: int = 0, tail_tokens: int = 0, defer: bool = False):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if refresh_tokens < 0 or tail_tokens < 0 or min_chunk < 1:
-            raise ValueError(f"refresh_tokens ({refresh_tokens}) and tail_tokens ({tail_tokens}) must be "
-                             f">= 0 and min_chunk ({min_chunk}) >= 1")
-        self.engine, self.strategy, self.min_chunk = engine, strategy, min_chunk
-        self.refresh_tokens, self.tail_tokens, self.defer = refresh_tokens, tail_tokens, defer
+        self.engine = engine
+        self._configure(strategy=strategy, min_chunk=min_chunk, refresh_tokens=refresh_tokens,
+                        tail_tokens=tail_tokens, defer=defer)
         self.vocab = engine.vocab
         self.fim = engine.fim_ids if fim is None or fim else None
         if fim and engine.fim_ids is None:
@@ -67,6 +64,32 @@ class Session:
         self.last_draft_ms = 0.0
         self.totals = {"reused": 0, "encoded": 0, "rotated": 0}
         self._load(text)
+
+    def _configure(self, strategy: str, min_chunk: int, refresh_tokens: int, tail_tokens: int,
+                   defer: bool) -> None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if refresh_tokens < 0 or tail_tokens < 0 or min_chunk < 1:
+            raise ValueError(f"refresh_tokens ({refresh_tokens}) and tail_tokens ({tail_tokens}) must be "
+                             f">= 0 and min_chunk ({min_chunk}) >= 1")
+        self.strategy, self.min_chunk = strategy, min_chunk
+        self.refresh_tokens, self.tail_tokens, self.defer = refresh_tokens, tail_tokens, defer
+
+    def fork(self, **options) -> "Session":
+        """An independent copy with its own cache and some options changed (strategy,
+        min_chunk, refresh_tokens, tail_tokens, defer): strategies can then be compared from
+        one encoded document without paying for its prefill again."""
+        clone = copy.copy(self)
+        current = dict(strategy=self.strategy, min_chunk=self.min_chunk, refresh_tokens=self.refresh_tokens,
+                       tail_tokens=self.tail_tokens, defer=self.defer)
+        unknown = set(options) - set(current)
+        if unknown:
+            raise ValueError(f"fork cannot change {', '.join(sorted(unknown))}; it takes {', '.join(current)}")
+        clone._configure(**{**current, **options})
+        clone.cache = self.cache.copy()
+        clone.token_ids, clone.totals = list(self.token_ids), dict(self.totals)
+        self.engine.sessions.add(clone)
+        return clone
 
     def _load(self, text: str) -> None:
         """(Re)encode the whole text from scratch: an exact cache."""

@@ -69,3 +69,18 @@ def _chunk_reuse(old_ids: list[int], new_ids: list[int], start: int, min_chunk: 
 
 
 STRATEGIES = ("pie", "recompute", "naive", "chunk-reuse")
+
+
+def parse_variant(name: str) -> tuple[str, dict]:
+    """'pie+r32+t16' -> ('pie', {'refresh_tokens': 32, 'tail_tokens': 16}): a strategy with
+    its refresh window R and tail window T, as benchmark rows name them."""
+    strategy, *parts = name.split("+")
+    options = {}
+    for part in parts:
+        key = {"r": "refresh_tokens", "t": "tail_tokens"}.get(part[:1])
+        if key is None or not part[1:].isdigit():
+            raise ValueError(f"bad strategy variant {name!r}: expected e.g. pie+r32+t16")
+        options[key] = int(part[1:])
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy, options

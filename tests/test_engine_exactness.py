@@ -129,3 +129,25 @@ def test_an_edit_that_changes_nothing_costs_nothing_and_marks_nothing_stale(tiny
     s = engine.open_session(TEXT)
     report = s.edit(10, 15, TEXT[10:15])
     assert (report.encoded, report.rotated, report.stale) == (0, 0, 0)
+
+
+def test_fork_is_independent_and_can_change_the_strategy(tiny_model_dir):
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    base = engine.open_session(TEXT, strategy="recompute")
+    kept = base.kv(0)[0].clone()
+    pie = base.fork(strategy="pie", refresh_tokens=8)
+    assert (pie.strategy, pie.refresh_tokens) == ("pie", 8)
+    report = pie.edit(100, 100, "x = 1\n")
+    assert report.rotated > 0 and base.text == TEXT and torch.equal(base.kv(0)[0], kept)
+    with pytest.raises(ValueError, match="fim"):
+        base.fork(fim=False)
+
+
+def test_strategy_variants_name_refresh_and_tail_windows():
+    from kvsplice.engine.strategies import parse_variant
+
+    assert parse_variant("pie+r32+t16") == ("pie", {"refresh_tokens": 32, "tail_tokens": 16})
+    assert parse_variant("recompute") == ("recompute", {})
+    for bad in ("pie+x3", "pie+r", "fast+r8"):
+        with pytest.raises(ValueError):
+            parse_variant(bad)
