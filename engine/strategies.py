@@ -73,9 +73,9 @@ STRATEGIES = ("pie", "recompute", "naive", "chunk-reuse")
 
 def parse_variant(name: str) -> tuple[str, dict]:
     """'pie+r32+t16' -> ('pie', {'refresh_tokens': 32, 'tail_tokens': 16}): a strategy with
-    its refresh window R and tail window T, as benchmark rows name them."""
+    its refresh window R and tail window T, as benchmark rows name them ('pie' alone: both 0)."""
     strategy, *parts = name.split("+")
-    options = {}
+    options = {"refresh_tokens": 0, "tail_tokens": 0}
     for part in parts:
         key = {"r": "refresh_tokens", "t": "tail_tokens"}.get(part[:1])
         if key is None or not part[1:].isdigit():

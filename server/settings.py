@@ -10,8 +10,8 @@ Both accept the keys flat or under a `"kvsplice"` section, in snake_case or came
 | `dtype`            | `"float32"`      | `float32`, `bfloat16` or `float16`                                 |
 | `threads`          | `0`              | torch CPU threads (0: torch's default, one per core); 1 can be many times faster on a busy machine |
 | `strategy`         | `"pie"`          | how edits reach the cache: `pie`, `recompute`, `naive`, `chunk-reuse` |
-| `refresh_tokens`   | `0`              | also re-encode this many tokens after each edit (the most affected)  |
-| `tail_tokens`      | `0`              | re-encode stale tokens among this many before a draft's cursor, in its first forward |
+| `refresh_tokens`   | `32`             | also re-encode this many tokens after each edit (the most affected)  |
+| `tail_tokens`      | `16`             | re-encode stale tokens among this many before a draft's cursor, in its first forward |
 | `defer`            | `false`          | leave an edit's tokens unencoded until the next draft, which encodes them in its own first forward (one pass over the weights instead of two) |
 | `idle_refresh_ms`  | `1000`           | after this long without edits or requests, re-encode stale tokens until every cache is exact (0: never) |
 | `drafts`           | `1`              | drafts per request (items in the answer)                           |
@@ -29,6 +29,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from kvsplice.engine.session import REFRESH_TOKENS, TAIL_TOKENS
 from kvsplice.engine.strategies import STRATEGIES
 
 SECTION = "kvsplice"
@@ -44,8 +45,8 @@ class Settings:
     dtype: str = "float32"
     threads: int = 0
     strategy: str = "pie"
-    refresh_tokens: int = 0
-    tail_tokens: int = 0
+    refresh_tokens: int = REFRESH_TOKENS
+    tail_tokens: int = TAIL_TOKENS
     defer: bool = False
     idle_refresh_ms: int = 1000
     drafts: int = 1

@@ -147,7 +147,7 @@ def test_strategy_variants_name_refresh_and_tail_windows():
     from kvsplice.engine.strategies import parse_variant
 
     assert parse_variant("pie+r32+t16") == ("pie", {"refresh_tokens": 32, "tail_tokens": 16})
-    assert parse_variant("recompute") == ("recompute", {})
+    assert parse_variant("pie") == ("pie", {"refresh_tokens": 0, "tail_tokens": 0})
     for bad in ("pie+x3", "pie+r", "fast+r8"):
         with pytest.raises(ValueError):
             parse_variant(bad)

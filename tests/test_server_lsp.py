@@ -27,7 +27,8 @@ EOL = re.compile(r"\r\n|\r|\n")
 
 async def start_server(model: object, encodings: list[str] | None = None, **options):
     """A server subprocess, initialized with `model` and options (by default one torch thread,
-    the fastest on a shared CI machine, and no idle refresh, so stats stay as edits leave them),
+    the fastest on a shared CI machine, plain PIE and no idle refresh, so stats say exactly what
+    each edit encoded),
     and a client that takes progress reports and offers `encodings`."""
     client = make_test_lsp_client()
     await client.start_io(*SERVER)
@@ -35,7 +36,8 @@ async def start_server(model: object, encodings: list[str] | None = None, **opti
         general=types.GeneralClientCapabilities(position_encodings=encodings),
         window=types.WindowClientCapabilities(work_done_progress=True))
     client.init_result = await client.initialize_session(types.InitializeParams(
-        capabilities=capabilities, initialization_options={"model": str(model), "threads": 1, "idle_refresh_ms": 0, **options}))
+        capabilities=capabilities, initialization_options={"model": str(model), "threads": 1, "idle_refresh_ms": 0,
+                                                      "refresh_tokens": 0, "tail_tokens": 0, **options}))
     return client
 
 

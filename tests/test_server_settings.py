@@ -38,6 +38,6 @@ def test_bad_values_are_refused_naming_the_setting(options, message):
 
 def test_session_options_are_what_open_session_takes(tiny_model_dir):
     options = Settings(tail_tokens=4, defer=True).session_options()
-    assert options == {"strategy": "pie", "refresh_tokens": 0, "tail_tokens": 4, "defer": True}
+    assert options == {"strategy": "pie", "refresh_tokens": 32, "tail_tokens": 4, "defer": True}
     session = Engine("tiny", tiny_model_dir("llama", layers=1)).open_session("x = 1\n", **options)
     assert (session.tail_tokens, session.defer) == (4, True)
