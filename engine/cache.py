@@ -29,7 +29,7 @@ class KVCache:
         self.v = torch.zeros_like(self.k)
         self.length = 0
         self.positions: list[int] = []
-        self.stale: list[bool] = []
+        self.stale: list[int] = []
 
     @property
     def capacity(self) -> int:

@@ -69,6 +69,7 @@ class Start:
         if not isinstance(cursor, int) or not 0 <= cursor <= len(session.text):
             raise ValueError(f"cursor {cursor} is out of bounds for a document of {len(session.text)} characters")
         self.vocab, self.model, self.cache = session.vocab, session.engine.model, session.cache
+        live = session.slot_ids
         cursor_b = len(session.text[:cursor].encode("utf-8"))
         starts = self.vocab.starts(session.token_ids)
         boundary = max(bisect.bisect_left(starts, cursor_b) - 1, 0) if cursor_b else 0
@@ -79,11 +80,10 @@ class Start:
             scratch = [session.fim[1], *self.vocab.encode(suffix), session.fim[2]]
         else:
             self.prefix_len = HEAD + boundary - 1
-            scratch = [([session.head_id, *session.token_ids])[self.prefix_len]]
+            scratch = [live[self.prefix_len]]
         self.base = self.cache.length
         self.cache.reserve(self.base + len(scratch) + room + 1)
         pending = self.cache.pending(self.prefix_len, session.tail_tokens)
-        live = [session.head_id, *session.token_ids]
         ids = [t for a, b in pending for t in live[a:b]] + scratch
         positions = [p for a, b in pending for p in range(a, b)]
         positions += range(self.prefix_len, self.prefix_len + len(scratch))

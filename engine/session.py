@@ -16,7 +16,7 @@ import torch
 from . import drafts
 from .cache import HEAD, STALE, KVCache
 from .model import Segment
-from .strategies import STRATEGIES, plan_edit
+from .strategies import check_strategy, plan_edit
 from .tokens import Splice
 
 if TYPE_CHECKING:
@@ -72,8 +72,7 @@ class Session:
 
     def _configure(self, strategy: str, min_chunk: int, refresh_tokens: int, tail_tokens: int,
                    defer: bool) -> None:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        check_strategy(strategy)
         if refresh_tokens < 0 or tail_tokens < 0 or min_chunk < 1:
             raise ValueError(f"refresh_tokens ({refresh_tokens}) and tail_tokens ({tail_tokens}) must be "
                              f">= 0 and min_chunk ({min_chunk}) >= 1")
@@ -96,12 +95,17 @@ class Session:
         self.engine.sessions.add(clone)
         return clone
 
+    @property
+    def slot_ids(self) -> list[int]:
+        """Token ids by cache slot: the head token, then the document's tokens."""
+        return [self.head_id, *self.token_ids]
+
     def _load(self, text: str) -> None:
         """(Re)encode the whole text from scratch: an exact cache."""
         t0 = time.perf_counter()
         self.text, self._bytes = text, text.encode("utf-8")
         self.token_ids = self.vocab.encode(text)
-        ids = [self.head_id, *self.token_ids]
+        ids = self.slot_ids
         self.cache.reserve(len(ids))
         self.cache.length = len(ids)
         self.cache.positions, self.cache.stale = list(range(len(ids))), [0] * len(ids)
@@ -143,14 +147,14 @@ class Session:
         Returns (rows encoded, rows moved with a rotation)."""
         if splice.start == splice.end and not splice.ids:
             return 0, 0  # the text changed nowhere that the tokens see (e.g. "a" -> "a")
-        old = [self.head_id, *self.token_ids]
+        old = self.slot_ids
         new = old[:HEAD + splice.start] + splice.ids + old[HEAD + splice.end:]
         plan = plan_edit(self.strategy, old, new, HEAD + splice.start, HEAD + splice.end, self.min_chunk)
         plan.encode_end = min(len(new), plan.encode_end + self.refresh_tokens)
         cache = self.cache
         positions, stale = cache.positions, cache.stale
         new_positions = positions[:plan.encode_start] + [0] * (len(new) - plan.encode_start)
-        new_stale = stale[:plan.encode_start] + [False] * (len(new) - plan.encode_start)
+        new_stale = stale[:plan.encode_start] + [0] * (len(new) - plan.encode_start)
         cache.reserve(len(new))
         moved = 0
         for mv in plan.moves:
@@ -185,7 +189,7 @@ class Session:
             return 0
         end = min(self.cache.length, first + budget_tokens)
         before = self.stale
-        self._encode([self.head_id, *self.token_ids], first, end)
+        self._encode(self.slot_ids, first, end)
         return before - self.stale
 
     # -- reading -----------------------------------------------------------------------------
@@ -193,7 +197,7 @@ class Session:
     def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached K and V of the document's tokens, in order: [kv_heads, T, head_dim]."""
         for a, b in self.cache.pending(self.cache.length):
-            self._encode([self.head_id, *self.token_ids], a, b)
+            self._encode(self.slot_ids, a, b)
         k, v = self.cache.layer(layer)
         return k[:, HEAD:], v[:, HEAD:]
 

@@ -36,6 +36,7 @@ class Plan:
 def plan_edit(strategy: str, old_ids: list[int], new_ids: list[int], i: int, j: int,
               min_chunk: int = 32) -> Plan:
     """Plan the cache patch for old slots [i, j) replaced so that the cache holds new_ids."""
+    check_strategy(strategy)
     m = len(new_ids) - len(old_ids) + (j - i)
     delta = m - (j - i)
     n = len(old_ids)
@@ -45,9 +46,7 @@ def plan_edit(strategy: str, old_ids: list[int], new_ids: list[int], i: int, j: 
         return Plan([Move(j, n, delta, delta)], i, i + m)
     if strategy == "naive":
         return Plan([Move(j, n, delta, 0)], i, i + m)
-    if strategy == "chunk-reuse":
-        return _chunk_reuse(old_ids, new_ids, i, min_chunk)
-    raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return _chunk_reuse(old_ids, new_ids, i, min_chunk)  # chunk-reuse
 
 
 def _chunk_reuse(old_ids: list[int], new_ids: list[int], start: int, min_chunk: int) -> Plan:
@@ -71,6 +70,11 @@ def _chunk_reuse(old_ids: list[int], new_ids: list[int], start: int, min_chunk: 
 STRATEGIES = ("pie", "recompute", "naive", "chunk-reuse")
 
 
+def check_strategy(name: str) -> None:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
 def parse_variant(name: str) -> tuple[str, dict]:
     """'pie+r32+t16' -> ('pie', {'refresh_tokens': 32, 'tail_tokens': 16}): a strategy with
     its refresh window R and tail window T, as benchmark rows name them ('pie' alone: both 0)."""
@@ -81,6 +85,5 @@ def parse_variant(name: str) -> tuple[str, dict]:
         if key is None or not part[1:].isdigit():
             raise ValueError(f"bad strategy variant {name!r}: expected e.g. pie+r32+t16")
         options[key] = int(part[1:])
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    check_strategy(strategy)
     return strategy, options
