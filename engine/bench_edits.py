@@ -88,6 +88,30 @@ def fork(base, variant: str):
     return base.fork(strategy=strategy, **options)
 
 
+def split_oracle(variant: str) -> tuple[str, int]:
+    """'pie+o128+t16' -> ('pie+t16', 128). An oracle row re-encodes, after the edits, the K stale
+    tokens whose K/V differ most from recompute's. Which rows those are is known only with the
+    exact cache in hand, so the row bounds what any choice of K refresh rows could achieve."""
+    parts = variant.split("+")
+    oracle = [p for p in parts if p[:1] == "o"]
+    if len(oracle) > 1 or (oracle and not oracle[0][1:].isdigit()):
+        raise ValueError(f"bad oracle variant {variant!r}: expected e.g. pie+o128+t16")
+    return "+".join(p for p in parts if p[:1] != "o"), int(oracle[0][1:]) if oracle else 0
+
+
+def most_deviant(s, exact, k: int) -> list[int]:
+    """The k stale slots of `s` whose K and V differ most from `exact`'s (same tokens), summed
+    over layers, each layer's squared error relative to its mean squared norm there."""
+    n = s.cache.length
+    deviation = torch.zeros(n, dtype=torch.float64)
+    for mine, ref in ((s.cache.k, exact.cache.k), (s.cache.v, exact.cache.v)):
+        mine, ref = mine[:, :, :n].double(), ref[:, :, :n].double()
+        per_layer = (mine - ref).pow(2).sum((1, 3)) / ref.pow(2).sum((1, 3)).mean(1, keepdim=True)
+        deviation += per_layer.sum(0)
+    stale = [slot for slot, mark in enumerate(s.cache.stale) if mark]
+    return sorted(stale, key=lambda slot: -float(deviation[slot]))[:k]
+
+
 def progress(iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
@@ -112,18 +136,30 @@ def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
     base = engine.open_session(case.old_text, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
     order = list(strategies)
     rng.shuffle(order)
-    rows, logits = {}, {}
+    order.sort(key=lambda v: split_oracle(v)[1] > 0)  # oracle rows need recompute's cache: last
+    rows, logits, exact = {}, {}, None
     for strategy in order:
-        s = fork(base, strategy)
+        variant, oracle = split_oracle(strategy)
+        s = fork(base, variant)
         reports = [s.edit(*e) for e in case.edits]
         if s.text != case.context:
             raise AssertionError(f"case {case.index}: replayed text differs from the true context")
-        logits[strategy] = s.next_token_logits()
+        patch_ms, encoded = sum(r.ms for r in reports), sum(r.encoded for r in reports)
+        if strategy == REFERENCE:
+            exact = s
+        if oracle:
+            picked = most_deviant(s, exact, oracle)
+            t0 = time.perf_counter()
+            s.reencode(picked)
+            patch_ms, encoded = patch_ms + (time.perf_counter() - t0) * 1e3, encoded + len(picked)
+        t0 = time.perf_counter()
+        logits[strategy] = s.next_token_logits()  # encodes deferred rows and the stale tail
+        first_ms = (time.perf_counter() - t0) * 1e3
         drafts = s.complete(len(s.text), max_new_tokens=args.max_new_tokens, stop="line")
         rows[strategy] = dict(
             case=case.index, edit=case.edit, strategy=strategy, draft=drafts[0] if drafts else "",
-            encoded_tokens=sum(r.encoded for r in reports), rotated=sum(r.rotated for r in reports),
-            stale=s.stale, patch_ms=sum(r.ms for r in reports), tokens=len(s.token_ids))
+            encoded_tokens=encoded, rotated=sum(r.rotated for r in reports),
+            stale=s.stale, patch_ms=patch_ms, ready_ms=patch_ms + first_ms, tokens=len(s.token_ids))
     base.close()
     out = []
     for strategy in strategies:
@@ -155,7 +191,8 @@ def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
                        es=_mean(es), es_ci=bootstrap_ci(es, seed),
                        encoded_tokens=_mean([r["encoded_tokens"] for r in rs]),
                        rotated_tokens=_mean([r["rotated"] for r in rs]),
-                       patch_ms=statistics.median(r["patch_ms"] for r in rs))
+                       patch_ms=statistics.median(r["patch_ms"] for r in rs),
+                       ready_ms=statistics.median(r.get("ready_ms", math.nan) for r in rs))
             res["patch_ratio"] = res["patch_ms"] / ref_ms if ref_ms else math.nan
             if ref:
                 for key in ("agree", "first_token_agree", "kl"):
@@ -324,14 +361,17 @@ def _ci(ci) -> str:
 def format_replay(data: dict) -> str:
     head = (f"{'edit':7} {'strategy':11} {'n':>4} {'EM':>5} {'95% CI':>13} {'ES':>5} {'95% CI':>13} "
             f"{'ΔEM':>5} {'95% CI':>13} {'agree':>5} {'tok1':>5} {'KL':>8} {'encoded':>7} "
-            f"{'patch ms':>9} {'ratio':>6}")
+            f"{'patch ms':>9} {'ratio':>6} {'ready ms':>9}")
     out = [head, "-" * len(head)]
     for r in data["results"]:
         out.append(f"{r['edit']:7} {r['strategy']:11} {r['n']:4d} {_pct(r['em'])} {_ci(r['em_ci']):>13} "
                    f"{_pct(r['es'])} {_ci(r['es_ci']):>13} {_pct(r.get('em_diff', math.nan))} "
                    f"{_ci(r.get('em_diff_ci', (math.nan, math.nan))):>13} {_pct(r.get('agree', math.nan))} "
                    f"{_pct(r.get('first_token_agree', math.nan))} {r.get('kl', math.nan):8.2e} "
-                   f"{r['encoded_tokens']:7.1f} {r['patch_ms']:9.1f} {r['patch_ratio']:6.3f}")
+                   f"{r['encoded_tokens']:7.1f} {r['patch_ms']:9.1f} {r['patch_ratio']:6.3f} "
+                   f"{r.get('ready_ms', math.nan):9.1f}")
+    out.append("ready ms: median time from the edit until the first draft token's logits (patch, "
+               "then the first forward with any deferred rows and the tail refresh)")
     return "\n".join(out)
 
 
@@ -370,12 +410,18 @@ def plot(data: dict, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise SystemExit("--plot needs matplotlib (pip install 'kvsplice[bench]')") from e
-    panels = (["curve"] if data.get("curve") else []) + (["em", "es"] if data.get("results") else [])
+    series = refresh_series(data.get("results", []))
+    panels = (["curve"] if data.get("curve") else []) + (["em", "es"] if data.get("results") else []) \
+        + (["kl", "agree", "cost"] if series else [])
     if not panels:
         raise SystemExit("nothing to plot: run the replay and/or --curve")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     colors = {"recompute": "#444444", "pie": "#1f77b4", "naive": "#d62728", "chunk-reuse": "#ff7f0e"}
-    for ax, panel in zip(axes[0], panels):
+    for ax, panel in zip(axes.flat, panels):
         if panel == "curve":
             pts = data["curve"]["points"]
             for s in dict.fromkeys(p["strategy"] for p in pts):
@@ -391,6 +437,8 @@ def plot(data: dict, path: str) -> None:
             ax.set_title(f"patch cost, 3-line insertion near the top ({data.get('model', '')})", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend()
+        elif panel in ("kl", "agree", "cost"):
+            _plot_refresh(ax, panel, series, data)
         else:
             res = [r for r in data["results"] if r["edit"] != "all"] or data["results"]
             edits = list(dict.fromkeys(r["edit"] for r in res))
@@ -419,6 +467,68 @@ def plot(data: dict, path: str) -> None:
     plt.close(fig)
 
 
+def refresh_series(results: list[dict]) -> dict[str, list[tuple[int, dict]]]:
+    """PIE rows of all edits pooled, as lines over the number of refreshed rows: the first R
+    suffix tokens (pie+rR+tT) per tail T, and oracle rows (pie+oK+tT). Empty unless some line
+    has two points, i.e. the run compared refresh sizes."""
+    pooled = [r for r in results if r["edit"] == "all"] or results
+    lines: dict[str, list[tuple[int, dict]]] = {}
+    for r in pooled:
+        variant, oracle = split_oracle(r["strategy"])
+        strategy, options = parse_variant(variant)
+        if strategy != "pie":
+            continue
+        t, window = options["tail_tokens"], options["refresh_tokens"]
+        fused = ", deferred" if options["defer"] else ""
+        if not oracle:
+            lines.setdefault(f"first R suffix tokens, T={t}{fused}", []).append((window, r))
+        if oracle or not window:  # R = 0 is also where the oracle line of the same T starts
+            lines.setdefault(f"oracle: K most deviant, T={t}{fused}", []).append((oracle, r))
+    lines = {k: sorted(v, key=lambda p: p[0]) for k, v in lines.items() if len(v) > 1}
+    return lines
+
+
+def _plot_refresh(ax, panel: str, series: dict, data: dict) -> None:
+    """Quality (first-token KL, whole-line agreement) and patch cost against rows refreshed;
+    plain PIE (no refresh at all) as a reference line, and cost as a multiple of it."""
+    pooled = [r for r in data["results"] if r["edit"] == "all"] or data["results"]
+    plain = next((r for r in pooled if r["strategy"] == "pie"), None)
+    # deferred rows are encoded in the first draft step, so compare edit -> first token where known
+    cost = "ready_ms" if all(not math.isnan(r.get("ready_ms", math.nan)) for r in pooled) else "patch_ms"
+    for label, points in series.items():
+        xs = [x for x, _ in points]
+        if panel == "kl":
+            ys = [max(r["kl"], 1e-9) for _, r in points]
+        elif panel == "agree":
+            ys = [100 * r["agree"] for _, r in points]
+        else:
+            ys = [r[cost] / plain[cost] if plain else r[cost] for _, r in points]
+        ax.plot(xs, ys, marker="o", label=label, linestyle="--" if label.startswith("oracle") else "-")
+    target = {"kl": 5e-4, "agree": 95, "cost": 2 if plain else None}[panel]  # the refresh targets
+    if target:
+        ax.axhline(target, color="grey", linestyle=":", label="target")
+    if plain and panel != "cost":
+        value = max(plain["kl"], 1e-9) if panel == "kl" else 100 * plain["agree"]
+        ax.axhline(value, color="black", linestyle="-.", linewidth=1, label="plain PIE")
+    ax.set_xscale("symlog", base=2, linthresh=8)
+    ticks = sorted({x for line in series.values() for x, _ in line})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("rows refreshed with each patch (R, or K for the oracle)")
+    if panel == "kl":
+        ax.set_yscale("log")
+        ax.set_ylabel("mean first-token KL to recompute (nats, log)")
+    elif panel == "agree":
+        ax.set_ylabel("whole-line agreement with recompute %")
+    else:
+        what = "edit -> first token" if cost == "ready_ms" else "patch"
+        ax.set_ylabel(f"median {what} ms" + (" / plain PIE" if plain else ""))
+    what = {"kl": "first-token KL", "agree": "whole-line agreement", "cost": "patch cost"}[panel]
+    ax.set_title(f"{what} vs rows refreshed, {data.get('model', '')}, {data.get('cases', '?')} cases", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 # -- CLI ----------------------------------------------------------------------------------------
 
 def parser() -> argparse.ArgumentParser:
@@ -435,7 +545,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--edits", default=",".join(EDIT_TYPES), help="comma list of insert,delete,multi")
     p.add_argument("--strategies", default=",".join(ORDER),
                    help="comma list; include recompute for KL/agreement; a variant pie+rR+tT adds a "
-                        "refresh window of R suffix tokens and a tail refresh of T tokens")
+                        "refresh window of R suffix tokens and a tail refresh of T tokens; +d defers "
+                        "the edit's rows into the first draft step's forward; +oK "
+                        "(oracle) re-encodes the K stale tokens farthest from recompute's K/V")
     p.add_argument("--fim", choices=("off", "on"), default="off",
                    help="fill-in-the-middle drafts for FIM models (off: plain next-line from the left "
                         "context, the PIE paper's setup; the suffix is empty here anyway)")
@@ -465,9 +577,15 @@ def main(argv: list[str] | None = None) -> int:
     bad = [e for e in edits if e not in EDIT_TYPES]
     for s in strategies:
         try:
-            parse_variant(s)
+            variant, oracle = split_oracle(s)
+            parse_variant(variant)
         except ValueError:
             bad.append(s)
+    if any(split_oracle(s)[1] for s in strategies if s not in bad):
+        if REFERENCE not in strategies:
+            bad.append(f"oracle rows without {REFERENCE} (they need its cache)")
+        if args.curve or args.humaneval:
+            bad.append("oracle rows outside the replay (they need recompute's cache of each case)")
     if bad:
         print(f"unknown strategy or edit type: {', '.join(bad)}", file=sys.stderr)
         return 2

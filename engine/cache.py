@@ -86,14 +86,18 @@ class KVCache:
         """Slot ranges to encode before reading cache[:end]: every missing slot, and the tail
         from the first stale slot among the last `tail_tokens` on. Sorted, disjoint."""
         tail = next((s for s in range(max(0, end - tail_tokens), end) if self.stale[s]), end)
-        slots = [s for s in range(tail) if self.stale[s] == MISSING] + list(range(tail, end))
-        ranges: list[tuple[int, int]] = []
-        for s in slots:
-            if ranges and ranges[-1][1] == s:
-                ranges[-1] = (ranges[-1][0], s + 1)
-            else:
-                ranges.append((s, s + 1))
-        return ranges
+        return runs([s for s in range(tail) if self.stale[s] == MISSING] + list(range(tail, end)))
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[index, :, :self.length], self.v[index, :, :self.length]
+
+
+def runs(slots: list[int]) -> list[tuple[int, int]]:
+    """Sorted slots as half-open ranges of neighbours: [3, 4, 5, 9] -> [(3, 6), (9, 10)]."""
+    ranges: list[tuple[int, int]] = []
+    for s in sorted(set(slots)):
+        if ranges and ranges[-1][1] == s:
+            ranges[-1] = (ranges[-1][0], s + 1)
+        else:
+            ranges.append((s, s + 1))
+    return ranges

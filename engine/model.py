@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +19,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from kvsplice import kernels
 
-from .errors import ModelLoadError, UnsupportedArchitecture
+from .errors import Cancelled, ModelLoadError, UnsupportedArchitecture
 
 SUPPORTED = ("llama", "qwen2")
 
@@ -152,12 +153,15 @@ class Transformer:
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, segments: list[Segment],
-                k_cache: torch.Tensor, v_cache: torch.Tensor, logits_rows: int = 0) -> torch.Tensor | None:
+                k_cache: torch.Tensor, v_cache: torch.Tensor, logits_rows: int = 0,
+                interrupt: Callable[[], bool] | None = None) -> torch.Tensor | None:
         """Run rows ids [N] at positions [N], writing their K/V into the cache slots their
         segments name (in order), and return logits of the last `logits_rows` rows (fp32).
 
         Within a layer every row's K/V is written before any row attends, so a later segment
         sees this layer's fresh K/V of an earlier one (a fused edit + tail re-run is exact).
+        `interrupt` is asked before each layer; when it says so the forward raises Cancelled,
+        the layers before rewritten for its rows (idle work that must yield within a layer).
         """
         s = self.shape
         x = self.embed[ids]
@@ -166,6 +170,8 @@ class Transformer:
         q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
         n = ids.shape[0]
         for li, layer in enumerate(self.layers):
+            if interrupt is not None and interrupt():
+                raise Cancelled(f"forward interrupted before layer {li}")
             h = _rms_norm(x, layer.norm1, s.eps)
             qkv = F.linear(h, layer.wqkv, layer.bqkv)
             q = qkv[:, :q_size].view(n, s.heads, s.head_dim).transpose(0, 1)

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import drafts
-from .cache import HEAD, STALE, KVCache
+from .cache import HEAD, STALE, KVCache, runs
+from .errors import Cancelled
 from .model import Segment
 from .strategies import check_strategy, plan_edit
 from .tokens import Splice
@@ -24,8 +25,10 @@ if TYPE_CHECKING:
 
 PREFILL_CHUNK = 512
 # Defaults chosen by `kvsplice bench edits --strategies recompute,pie,pie+r8,...,pie+r128+t16`
-# (smollm2-135m 91 cases at 1k, Qwen2.5-Coder-0.5B 48 cases at 512): R=32, T=16 took PIE's EM
-# gap to recompute to 0 and cut mean first-token KL 19x (smollm2) at 1.8x plain PIE's patch time.
+# (smollm2-135m 91 cases at 1k, Qwen2.5-Coder-0.5B 48 at 512 and 36 at 1k): R=32, T=16 cut mean
+# first-token KL to recompute 19x (smollm2) and 2.3x (Qwen 1k); R=128 or even the 128 rows an
+# oracle picks buy little more for 2-4x the cost. Edit -> first token, Qwen 1k, deferred: 1.7x
+# plain PIE (a deletion pays most: plain PIE runs no forward for it, the window adds one).
 REFRESH_TOKENS, TAIL_TOKENS = 32, 16
 
 
@@ -171,26 +174,51 @@ class Session:
         self._encode(new, plan.encode_start, plan.encode_end)
         return plan.encode_end - plan.encode_start, moved
 
-    def _encode(self, ids: list[int], start: int, end: int) -> None:
+    def _encode(self, ids: list[int], start: int, end: int,
+                interrupt: Callable[[], bool] | None = None) -> None:
         """Encode slots [start, end) in place (causal over everything before), in chunks.
         The rows are exact, and lose their stale mark, only if nothing before them is stale."""
         model = self.engine.model
         for a in range(start, end, PREFILL_CHUNK):
             b = min(end, a + PREFILL_CHUNK)
             model.forward(torch.tensor(ids[a:b]), torch.arange(a, b), [Segment.in_place(a, b)],
-                          self.cache.k, self.cache.v)
+                          self.cache.k, self.cache.v, interrupt=interrupt)
             self.cache.mark_encoded(a, b)
 
-    def refresh(self, budget_tokens: int) -> int:
+    def refresh(self, budget_tokens: int, interrupt: Callable[[], bool] | None = None) -> int:
         """Re-encode from the first stale token on, left to right, at most `budget_tokens` rows
-        (idle-time work). Returns how many stale tokens became exact; 0 once the cache is exact."""
+        (idle-time work). Returns how many stale tokens became exact; 0 once the cache is exact.
+        `interrupt()` is asked between layers: when true the refresh stops there, its unfinished
+        rows keep their stale marks (their lower layers are fresher, never worse), and a request
+        waits for one layer of it at most."""
         first = self.cache.first_stale()
         if first is None or budget_tokens <= 0:
             return 0
         end = min(self.cache.length, first + budget_tokens)
         before = self.stale
-        self._encode(self.slot_ids, first, end)
+        try:
+            self._encode(self.slot_ids, first, end, interrupt)
+        except Cancelled:
+            pass
         return before - self.stale
+
+    def reencode(self, slots: list[int]) -> None:
+        """Re-encode the tokens in these cache slots against the cache as it is, in one forward
+        (neighbours share a segment, each sees the fresh K/V of the ones before). A run loses its
+        stale marks only if nothing before it is stale. For refresh-selection studies: the
+        benchmark's oracle rows re-encode the tokens that differ most from recompute."""
+        if any(not HEAD <= s < self.cache.length for s in slots):
+            raise ValueError(f"slots must lie in [{HEAD}, {self.cache.length}) (document tokens)")
+        for a, b in self.cache.pending(self.cache.length):
+            self._encode(self.slot_ids, a, b)
+        ranges, ids = runs(slots), self.slot_ids
+        if not ranges:
+            return
+        rows = [s for a, b in ranges for s in range(a, b)]
+        self.engine.model.forward(torch.tensor([ids[s] for s in rows]), torch.tensor(rows),
+                                  [Segment.in_place(a, b) for a, b in ranges], self.cache.k, self.cache.v)
+        for a, b in ranges:
+            self.cache.mark_encoded(a, b)
 
     # -- reading -----------------------------------------------------------------------------
 

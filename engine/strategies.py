@@ -76,14 +76,18 @@ def check_strategy(name: str) -> None:
 
 
 def parse_variant(name: str) -> tuple[str, dict]:
-    """'pie+r32+t16' -> ('pie', {'refresh_tokens': 32, 'tail_tokens': 16}): a strategy with
-    its refresh window R and tail window T, as benchmark rows name them ('pie' alone: both 0)."""
+    """'pie+r32+t16+d' -> ('pie', {'refresh_tokens': 32, 'tail_tokens': 16, 'defer': True}): a
+    strategy with its refresh window R, tail window T and deferred (fused) encoding, as benchmark
+    rows name them ('pie' alone: R = T = 0, encoded at the edit)."""
     strategy, *parts = name.split("+")
-    options = {"refresh_tokens": 0, "tail_tokens": 0}
+    options = {"refresh_tokens": 0, "tail_tokens": 0, "defer": False}
     for part in parts:
         key = {"r": "refresh_tokens", "t": "tail_tokens"}.get(part[:1])
-        if key is None or not part[1:].isdigit():
-            raise ValueError(f"bad strategy variant {name!r}: expected e.g. pie+r32+t16")
-        options[key] = int(part[1:])
+        if part == "d":
+            options["defer"] = True
+        elif key is None or not part[1:].isdigit():
+            raise ValueError(f"bad strategy variant {name!r}: expected e.g. pie+r32+t16 (+d: deferred)")
+        else:
+            options[key] = int(part[1:])
     check_strategy(strategy)
     return strategy, options

@@ -1,6 +1,6 @@
 """`kvsplice bench server`: what the server adds around the model, and edit -> first draft per strategy.
 
-Both drive a real `kvsplice serve` subprocess over stdio, as an editor would (utf-16 positions).
+All drive a real `kvsplice serve` subprocess over stdio, as an editor would (utf-16 positions).
 1. overhead: inline-completion round trips on a large real file (default: the first 2000 lines of
    the standard library's difflib.py), minus the model's own time for each draft (the session's
    `last_draft_ms` from `kvsplice/stats`): JSON-RPC both ways, position conversion, tree-sitter
@@ -8,8 +8,13 @@ Both drive a real `kvsplice serve` subprocess over stdio, as an editor would (ut
    first tenth of the file, so drafts are short; the overhead does not depend on where they are.
 2. edit -> first draft: a one-line insertion near the top, immediately followed by an inline
    completion at the end of the inserted line; client-observed time from didChange to the
-   answer, `pie` then `recompute`, in one server on one file, as medians and their ratio.
+   answer, `pie`, `pie+defer` (the edit's tokens encoded in the draft's first forward: one pass
+   over the weights instead of two) and `recompute`, in one server on one file, as medians.
    Drafts are capped at --draft-tokens so that the edit, not the draft's length, is measured.
+3. idle refresh: after a one-line insertion near the top (plain PIE, so the whole suffix is
+   stale), how long the server takes once idle to make the cache exact again (stats polled), and
+   what a draft requested in the middle of that refresh costs against one with idle refresh off:
+   the refresh yields between two layers, so the difference is the wait for one layer.
 Prints a table; `--json PATH` also writes the numbers.
 """
 from __future__ import annotations
@@ -31,6 +36,8 @@ from pygls.lsp.client import LanguageClient
 from .documents import Document
 
 DEFAULT_FILE = Path(sysconfig.get_paths()["stdlib"], "difflib.py")
+# part 2's rows: (strategy, defer); "pie+defer" encodes the edit in the draft's first forward
+EDIT_ROWS = {"pie": ("pie", False), "pie+defer": ("pie", True), "recompute": ("recompute", False)}
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,7 +53,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--draft-tokens", type=int, default=8, help="max_new_tokens of part 2's drafts")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads in the server (0: default)")
-    p.add_argument("--skip", choices=("overhead", "edits"), help="run only the other part")
+    p.add_argument("--idle-ms", type=int, default=200, help="idle_refresh_ms in part 3")
+    p.add_argument("--parts", default="overhead,edits,idle", help="parts to run, comma-separated")
     p.add_argument("--json", type=Path, help="also write the results here")
     return p
 
@@ -125,8 +133,8 @@ async def edit_latency(args: argparse.Namespace, text: str) -> dict:
                         "strategy": "pie", "max_new_tokens": args.draft_tokens})
     result = {"lines": text.count("\n"), "tokens": (await client.stats()).tokens}
     try:
-        for strategy in ("pie", "recompute"):
-            client.configure(strategy=strategy)
+        for name, (strategy, defer) in EDIT_ROWS.items():
+            client.configure(strategy=strategy, defer=defer)
             await client.stats()  # sessions re-encoded under the strategy
             times = []
             for i in range(args.repeats):
@@ -137,9 +145,47 @@ async def edit_latency(args: argparse.Namespace, text: str) -> dict:
                 await client.inline(at + len(line) - 1)
                 times.append((time.perf_counter() - t0) * 1e3)
             stats = await client.stats()
-            result[strategy] = {"edit_to_draft_ms": statistics.median(times), "last_patch_ms": stats.last_patch_ms,
-                                "last_draft_ms": stats.last_draft_ms, "encoded": stats.encoded}
+            result[name] = {"edit_to_draft_ms": statistics.median(times), "last_patch_ms": stats.last_patch_ms,
+                            "last_draft_ms": stats.last_draft_ms, "encoded": stats.encoded}
         result["ratio"] = result["pie"]["edit_to_draft_ms"] / result["recompute"]["edit_to_draft_ms"]
+        result["defer_ratio"] = result["pie+defer"]["edit_to_draft_ms"] / result["pie"]["edit_to_draft_ms"]
+        return result
+    finally:
+        await client.stop()
+
+
+async def idle_refresh(args: argparse.Namespace, text: str) -> dict:
+    client = Client(text)
+    await client.start({"model": args.model, "device": args.device, "threads": args.threads, "strategy": "pie",
+                        "refresh_tokens": 0, "tail_tokens": 0, "max_new_tokens": args.draft_tokens,
+                        "idle_refresh_ms": args.idle_ms})
+    result: dict = {"lines": text.count("\n"), "tokens": (await client.stats()).tokens, "idle_ms": args.idle_ms}
+    try:
+        converge, rates = [], []
+        for i in range(args.repeats):
+            at = client.doc.line_starts[10]
+            t0 = time.perf_counter()
+            client.insert(at, f"idle_{i} = {i}\n")
+            stale = (await client.stats()).stale
+            while (await client.stats()).stale:
+                await asyncio.sleep(0.01)
+            seconds = time.perf_counter() - t0 - args.idle_ms / 1000
+            converge.append(seconds * 1e3)
+            rates.append(stale / seconds)
+        result.update(stale_tokens=stale, converge_ms=statistics.median(converge),
+                      tokens_per_s=statistics.median(rates))
+        for mode, idle_ms in (("refreshing", args.idle_ms), ("idle refresh off", 0)):
+            client.configure(idle_refresh_ms=idle_ms)
+            times = []
+            for i in range(args.repeats):
+                at = client.doc.line_starts[10]
+                client.insert(at, f"busy_{mode[0]}{i} = {i}\n")
+                # into the refresh: one idle period plus about a third of the convergence time
+                await asyncio.sleep(args.idle_ms / 1000 + result["converge_ms"] / 3000)
+                t0 = time.perf_counter()
+                await client.inline(client.doc.line_starts[12] - 1)
+                times.append((time.perf_counter() - t0) * 1e3)
+            result[mode] = statistics.median(times)
         return result
     finally:
         await client.stop()
@@ -149,21 +195,31 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     lines = args.file.read_text(encoding="utf-8").splitlines(keepends=True)
     results: dict = {"model": args.model, "device": args.device, "file": str(args.file)}
-    if args.skip != "overhead":
+    parts = set(args.parts.split(","))
+    if parts - {"overhead", "edits", "idle"}:
+        raise SystemExit(f"unknown --parts {args.parts!r}: choose from overhead, edits, idle")
+    if "overhead" in parts:
         results["overhead"] = asyncio.run(overhead(args, "".join(lines[:args.lines])))
         results["overhead"]["model"] = args.overhead_model or args.model
         o = results["overhead"]
         print(f"server overhead per inline completion, {o['lines']} lines, {o['requests']} requests "
               f"({o['model']}): p50 {o['overhead_ms_p50']:.2f} ms, p95 {o['overhead_ms_p95']:.2f} ms")
-    if args.skip != "edits":
+    if "edits" in parts:
         e = results["edits"] = asyncio.run(edit_latency(args, "".join(lines[:args.edit_lines])))
         print(f"edit -> first draft, insertion near the top of {e['lines']} lines ({e['tokens']} tokens, {args.model}):")
         print(f"  {'strategy':<10} {'median ms':>10} {'patch ms':>10} {'draft ms':>10} {'encoded':>8}  (last edit)")
-        for strategy in ("pie", "recompute"):
+        for strategy in EDIT_ROWS:
             r = e[strategy]
             print(f"  {strategy:<10} {r['edit_to_draft_ms']:>10.1f} {r['last_patch_ms']:>10.1f} "
                   f"{r['last_draft_ms']:>10.1f} {r['encoded']:>8}")
-        print(f"  pie / recompute = {e['ratio']:.3f}")
+        print(f"  pie / recompute = {e['ratio']:.3f}; pie+defer / pie = {e['defer_ratio']:.3f}")
+    if "idle" in parts:
+        r = results["idle"] = asyncio.run(idle_refresh(args, "".join(lines[:args.edit_lines])))
+        print(f"idle refresh after an insertion near the top ({r['tokens']} tokens, {r['stale_tokens']} stale, "
+              f"{args.model}, idle_refresh_ms {r['idle_ms']}):")
+        print(f"  exact again {r['converge_ms']:.0f} ms after the idle wait ({r['tokens_per_s']:.0f} tokens/s)")
+        print(f"  draft requested mid-refresh {r['refreshing']:.1f} ms vs idle refresh off "
+              f"{r['idle refresh off']:.1f} ms (median of {args.repeats})")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

@@ -137,8 +137,8 @@ class KvspliceServer(LanguageServer):
 
     async def _refresh_when_idle(self) -> None:
         """Once `idle_refresh_ms` pass without edits or requests, re-encode stale tokens, a
-        chunk per worker job (so a new request waits for one chunk at most), until every cache
-        is exact or the user is back."""
+        chunk per worker job, until every cache is exact or the user is back. A chunk stops
+        between two layers when an edit or a request is queued behind it (worker.py)."""
         while True:
             await self.activity.wait()
             self.activity.clear()

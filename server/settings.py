@@ -12,7 +12,7 @@ Both accept the keys flat or under a `"kvsplice"` section, in snake_case or came
 | `strategy`         | `"pie"`          | how edits reach the cache: `pie`, `recompute`, `naive`, `chunk-reuse` |
 | `refresh_tokens`   | `32`             | also re-encode this many tokens after each edit (the most affected)  |
 | `tail_tokens`      | `16`             | re-encode stale tokens among this many before a draft's cursor, in its first forward |
-| `defer`            | `false`          | leave an edit's tokens unencoded until the next draft, which encodes them in its own first forward (one pass over the weights instead of two) |
+| `defer`            | `true`           | leave an edit's tokens unencoded until the next draft (or idle time), which encodes them in its own first forward: one pass over the weights instead of two, and none per keystroke while typing |
 | `idle_refresh_ms`  | `1000`           | after this long without edits or requests, re-encode stale tokens until every cache is exact (0: never) |
 | `drafts`           | `1`              | drafts per request (items in the answer)                           |
 | `max_lines`        | `8`              | most lines in a multi-line (block) draft                           |
@@ -47,7 +47,7 @@ class Settings:
     strategy: str = "pie"
     refresh_tokens: int = REFRESH_TOKENS
     tail_tokens: int = TAIL_TOKENS
-    defer: bool = False
+    defer: bool = True  # edit -> first token 24% faster on Qwen 1k (`kvsplice bench edits ... pie+d`)
     idle_refresh_ms: int = 1000
     drafts: int = 1
     max_lines: int = 8

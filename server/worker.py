@@ -4,6 +4,8 @@ Loads, edits, drafts and stats run as jobs in submission order, so each session 
 document's edits in the order the editor made them, and the event loop never waits on the model.
 A session is (re)made from a text snapshot whenever it is missing (model loaded after the
 document opened, evicted for memory, opened with other session options) or not holding that text.
+Idle refresh is the one job that gives way: it stops between two layers as soon as a job the
+user waits on (a load, open, edit or draft) is queued behind it.
 """
 from __future__ import annotations
 
@@ -46,19 +48,21 @@ class ModelWorker:
         self.error = "the model has not been loaded yet"  # why there is no engine
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._options: dict[str, dict] = {}  # what each session was opened with
+        # Urgent jobs submitted (event loop thread) and started (worker thread): one writer each.
+        self._submitted = self._started = 0
 
     # -- called on the event loop ---------------------------------------------------------
 
     def load(self, settings: Settings) -> asyncio.Future:
         """Drop every session and load settings' model; fails with ModelLoadError."""
-        return asyncio.wrap_future(self._pool.submit(self._load, settings))
+        return asyncio.wrap_future(self._submit(self._load, settings, urgent=True))
 
     def open(self, uri: str, text: str, settings: Settings) -> None:
         """Encode a document now, so its first draft finds the cache ready."""
-        self._post(self._open, uri, text, settings)
+        self._post(self._open, uri, text, settings, urgent=True)
 
     def edit(self, uri: str, edit: Edit, text_after: str, settings: Settings) -> None:
-        self._post(self._edit, uri, edit, text_after, settings)
+        self._post(self._edit, uri, edit, text_after, settings, urgent=True)
 
     def close(self, uri: str) -> None:
         self._post(self._close, uri)
@@ -67,34 +71,44 @@ class ModelWorker:
                        settings: Settings) -> list[str]:
         """Drafts at `cursor` of `text` (the document as the request saw it)."""
         loop = asyncio.get_running_loop()
-        future = self._pool.submit(self._complete, job, uri, text, cursor, stop, settings)
+        future = self._submit(self._complete, job, uri, text, cursor, stop, settings, urgent=True)
         future.add_done_callback(lambda done: loop.call_soon_threadsafe(_settle, job.answer, done))
         return await job.answer
 
     def refresh(self, budget_tokens: int) -> asyncio.Future:
         """Re-encode up to `budget_tokens` stale tokens of the most recently used document that
         has any; resolves to how many became exact (0: every cache is exact)."""
-        return asyncio.wrap_future(self._pool.submit(self._refresh, budget_tokens))
+        return asyncio.wrap_future(self._submit(self._refresh, budget_tokens))
 
     def stats(self, uris: list[str]) -> asyncio.Future:
         """Each URI's session stats (None where it has no cache now)."""
-        return asyncio.wrap_future(self._pool.submit(
+        return asyncio.wrap_future(self._submit(
             lambda: {uri: s.stats() if (s := self._sessions.get(uri)) else None for uri in uris}))
 
     def session_text(self, uri: str) -> asyncio.Future:
-        return asyncio.wrap_future(self._pool.submit(
+        return asyncio.wrap_future(self._submit(
             lambda: s.text if (s := self._sessions.get(uri)) else None))
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def _post(self, fn: Callable[..., Any], *args: Any) -> None:
+    def _submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False) -> Future:
+        if not urgent:
+            return self._pool.submit(fn, *args)
+        self._submitted += 1
+        return self._pool.submit(self._run_urgent, fn, *args)
+
+    def _run_urgent(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._started += 1
+        return fn(*args)
+
+    def _post(self, fn: Callable[..., Any], *args: Any, urgent: bool = False) -> None:
         """Run fn on the worker without waiting; a failure is logged, the worker goes on."""
         def report(done: Future) -> None:
             if not done.cancelled() and done.exception() is not None:
                 log.error("%s failed", fn.__name__, exc_info=done.exception())
 
-        self._pool.submit(fn, *args).add_done_callback(report)
+        self._submit(fn, *args, urgent=urgent).add_done_callback(report)
 
     # -- on the worker thread -------------------------------------------------------------
 
@@ -158,9 +172,15 @@ class ModelWorker:
 
     def _refresh(self, budget_tokens: int) -> int:
         for session in reversed(self._sessions.values()):
-            if refreshed := session.refresh(budget_tokens):
+            if refreshed := session.refresh(budget_tokens, interrupt=self._queued):
                 return refreshed
+            if self._queued():
+                return 0
         return 0
+
+    def _queued(self) -> bool:
+        """Whether a job the user waits on is queued behind the running one."""
+        return self._submitted > self._started
 
     def _close(self, uri: str) -> None:
         session = self._sessions.pop(uri, None)

@@ -90,3 +90,55 @@ def test_humaneval_hidden_line_restores_a_passing_program():
         a, b, new = undo
         assert before[:a] + new + before[b:] == p.context
         assert passes(program(p, p.hidden)) and not passes(program(p, ""))
+
+
+def test_oracle_rows_reencode_the_most_deviant_tokens(tiny_model_dir, tmp_path):
+    model = str(tiny_model_dir(arch="llama", layers=2))
+    out = tmp_path / "oracle.json"
+    assert bench_edits.main(["--model", model, "--cases", "3", "--context", "160", "--max-new-tokens", "4",
+                             "--strategies", "recompute,pie,pie+o4,pie+o100000", "--json", str(out),
+                             "--no-progress"]) == 0
+    rows = {(r["case"], r["strategy"]): r for r in json.loads(out.read_text())["per_case"]}
+    for case in range(3):
+        pie, some, every = (rows[case, s] for s in ("pie", "pie+o4", "pie+o100000"))
+        assert some["encoded_tokens"] == pie["encoded_tokens"] + min(4, pie["stale"])
+        assert every["stale"] == 0 and every["kl"] < 1e-9 and every["agree"] == 1
+    assert max(rows[case, "pie"]["kl"] for case in range(3)) > 1e-6, "plain PIE was not exact"
+    assert bench_edits.main(["--model", model, "--strategies", "pie,pie+o4", "--no-progress"]) == 2
+
+
+def test_refresh_series_are_pie_rows_over_rows_refreshed():
+    names = ["recompute", "pie", "pie+r8", "pie+r32", "pie+t16", "pie+r32+t16", "pie+o32+t16", "naive"]
+    results = [dict(edit=e, strategy=s, kl=0.1, agree=0.5, patch_ms=1.0) for e in ("insert", "all") for s in names]
+    lines = bench_edits.refresh_series(results)
+    as_names = {label: [(x, r["strategy"]) for x, r in pts] for label, pts in lines.items()}
+    assert as_names == {
+        "first R suffix tokens, T=0": [(0, "pie"), (8, "pie+r8"), (32, "pie+r32")],
+        "first R suffix tokens, T=16": [(0, "pie+t16"), (32, "pie+r32+t16")],
+        "oracle: K most deviant, T=16": [(0, "pie+t16"), (32, "pie+o32+t16")],
+    }
+    assert bench_edits.refresh_series([r for r in results if "+" not in r["strategy"]]) == {}
+
+
+def test_plot_draws_the_refresh_curves(tmp_path):
+    results = [dict(edit="all", strategy=s, kl=kl, agree=a, patch_ms=ms, em=0.2, es=0.5, em_ci=(0.1, 0.3),
+                    es_ci=(0.4, 0.6)) for s, kl, a, ms in (("pie", 0.1, 0.7, 100), ("pie+r32", 0.01, 0.8, 150))]
+    out = tmp_path / "p.png"
+    bench_edits.plot({"model": "m", "cases": 3, "results": results}, str(out))
+    height = int.from_bytes(out.read_bytes()[20:24], "big")  # PNG IHDR
+    assert height > 900, "EM and ES bars, then KL, agreement and cost curves: two rows of panels"
+
+
+def test_deferred_rows_give_the_same_first_token_and_move_the_work_into_it(tiny_model_dir, tmp_path):
+    out = tmp_path / "defer.json"
+    assert bench_edits.main(["--model", str(tiny_model_dir(arch="llama", layers=2)), "--cases", "3",
+                             "--context", "160", "--max-new-tokens", "4", "--strategies",
+                             "recompute,pie+r8+t4,pie+r8+t4+d", "--json", str(out), "--no-progress"]) == 0
+    rows = {(r["case"], r["strategy"]): r for r in json.loads(out.read_text())["per_case"]}
+    for case in range(3):
+        eager, deferred = rows[case, "pie+r8+t4"], rows[case, "pie+r8+t4+d"]
+        assert eager["encoded_tokens"] > 0 and deferred["encoded_tokens"] == 0
+        assert deferred["ready_ms"] >= deferred["patch_ms"]
+        if eager["edit"] != "multi":  # one edit: the same rows against the same cache, only later
+            assert deferred["kl"] == pytest.approx(eager["kl"], rel=1e-4, abs=1e-7)
+            assert deferred["draft"] == eager["draft"]

@@ -146,8 +146,9 @@ def test_fork_is_independent_and_can_change_the_strategy(tiny_model_dir):
 def test_strategy_variants_name_refresh_and_tail_windows():
     from kvsplice.engine.strategies import parse_variant
 
-    assert parse_variant("pie+r32+t16") == ("pie", {"refresh_tokens": 32, "tail_tokens": 16})
-    assert parse_variant("pie") == ("pie", {"refresh_tokens": 0, "tail_tokens": 0})
-    for bad in ("pie+x3", "pie+r", "fast+r8"):
+    assert parse_variant("pie+r32+t16") == ("pie", {"refresh_tokens": 32, "tail_tokens": 16, "defer": False})
+    assert parse_variant("pie") == ("pie", {"refresh_tokens": 0, "tail_tokens": 0, "defer": False})
+    assert parse_variant("pie+t8+d") == ("pie", {"refresh_tokens": 0, "tail_tokens": 8, "defer": True})
+    for bad in ("pie+x3", "pie+r", "fast+r8", "pie+d1"):
         with pytest.raises(ValueError):
             parse_variant(bad)

@@ -95,3 +95,40 @@ def test_deferred_edit_is_encoded_in_the_drafts_first_forward_with_the_same_resu
     assert len(calls) == 2, "one forward for eager's draft, one for lazy's edits + draft together"
     assert max_diff(lazy, eager) <= 1e-4
     assert lazy.stale == eager.stale
+
+
+def test_refresh_stopped_between_layers_keeps_the_marks_and_still_converges(engine):
+    s = engine.open_session(TEXT, strategy="pie", refresh_tokens=0)
+    edit_a_few_times(s)
+    stale, marks = s.stale, list(s.cache.stale)
+    asked = []
+
+    def after_two_layers():
+        asked.append(1)
+        return len(asked) > 2
+
+    assert s.refresh(budget_tokens=10_000, interrupt=after_two_layers) == 0
+    assert len(asked) == 3, "asked before each layer, stopped before the third"
+    assert s.stale == stale and s.cache.stale == marks
+    assert engine.vocab.to_bytes(s.token_ids) == s.text.encode()
+    assert s.refresh(budget_tokens=10_000, interrupt=lambda: False) == stale
+    assert max_diff(s, engine.open_session(s.text, strategy="recompute")) <= 1e-4
+
+
+def test_reencode_of_scattered_slots_equals_re_encoding_them_one_by_one(engine):
+    s = engine.open_session(TEXT, strategy="pie", refresh_tokens=0)
+    edit_a_few_times(s)
+    stale = [i for i, mark in enumerate(s.cache.stale) if mark]
+    picked = [stale[3], stale[4], stale[40], stale[200], stale[-1]]
+    one_by_one, untouched = s.fork(), s.fork()
+    s.reencode(picked)
+    assert max_diff(s, untouched) > 1e-3
+    for slot in picked:
+        one_by_one.reencode([slot])
+    assert max_diff(s, one_by_one) <= 1e-5
+    assert s.stale == len(stale), "tokens after a stale one stay marked stale"
+    s.reencode(stale)
+    assert s.stale == 0
+    assert max_diff(s, engine.open_session(s.text, strategy="recompute")) <= 1e-4
+    with pytest.raises(ValueError, match="slots must lie"):
+        s.reencode([0])

@@ -27,8 +27,8 @@ EOL = re.compile(r"\r\n|\r|\n")
 
 async def start_server(model: object, encodings: list[str] | None = None, **options):
     """A server subprocess, initialized with `model` and options (by default one torch thread,
-    the fastest on a shared CI machine, plain PIE and no idle refresh, so stats say exactly what
-    each edit encoded),
+    the fastest on a shared CI machine, plain PIE encoded at each edit and no idle refresh, so
+    stats say exactly what each edit encoded),
     and a client that takes progress reports and offers `encodings`."""
     client = make_test_lsp_client()
     await client.start_io(*SERVER)
@@ -37,7 +37,7 @@ async def start_server(model: object, encodings: list[str] | None = None, **opti
         window=types.WindowClientCapabilities(work_done_progress=True))
     client.init_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities, initialization_options={"model": str(model), "threads": 1, "idle_refresh_ms": 0,
-                                                      "refresh_tokens": 0, "tail_tokens": 0, **options}))
+                                                      "refresh_tokens": 0, "tail_tokens": 0, "defer": False, **options}))
     return client
 
 
@@ -181,6 +181,23 @@ async def test_mid_file_insertion_encodes_only_the_edited_tokens(real_doc):
     assert stats.rotated > 100  # every token after the insertion moved, none re-encoded
     assert stats.reused + stats.encoded >= stats.tokens
     await doc.assert_in_step()
+
+
+async def test_a_deferred_edit_is_encoded_by_the_next_drafts_first_forward(real_doc):
+    doc = real_doc
+    configure(doc.client, defer=True)  # the server's default; this module pins it off elsewhere
+    try:
+        at = doc.text.index("def hls_to_rgb")
+        doc.change((at, at, "z = 3\n"))
+        edited = await doc.stats()
+        assert edited.encoded == 0 and edited.rotated > 100
+        assert edited.stale > edited.rotated, "the moved suffix is stale and the new tokens are missing"
+        assert await doc.inline(at + len("z = 3\n"))
+        # the draft encoded the new tokens, all but the one it backs off from (token healing)
+        assert edited.rotated <= (await doc.stats()).stale <= edited.rotated + 1 < edited.stale
+        await doc.assert_in_step()
+    finally:
+        configure(doc.client, defer=False)
 
 
 async def test_idle_time_re_encodes_stale_tokens_until_the_cache_is_exact(real_doc):

@@ -1,0 +1,44 @@
+"""The model thread's idle refresh gives way to the jobs the user waits on."""
+import asyncio
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from kvsplice.server.documents import Edit
+from kvsplice.server.settings import Settings
+from kvsplice.server.worker import ModelWorker
+
+TEXT = Path(textwrap.__file__).read_text()[:3000]
+pytestmark = pytest.mark.asyncio
+
+
+async def test_a_queued_edit_stops_an_idle_refresh_between_layers(tiny_model_dir):
+    worker = ModelWorker()
+    settings = Settings(model=str(tiny_model_dir("llama", layers=3)), threads=1, refresh_tokens=0,
+                        tail_tokens=0)
+    try:
+        await worker.load(settings)
+        worker.open("file:///a.py", TEXT, settings)
+        text = "import os\n" + TEXT
+        worker.edit("file:///a.py", Edit(0, 0, "import os\n"), text, settings)
+        stale = (await worker.stats(["file:///a.py"]))["file:///a.py"]["stale"]
+        assert stale > 100
+
+        gate = threading.Event()  # holds the model thread so the next jobs queue up behind it
+        held = asyncio.wrap_future(worker._pool.submit(gate.wait))
+        refresh = worker.refresh(10_000)
+        worker.edit("file:///a.py", Edit(0, 0, "# x\n"), "# x\n" + text, settings)
+        gate.set()
+        await held
+        assert await refresh == 0, "the refresh found an edit waiting and stopped before any layer"
+        after = (await worker.stats(["file:///a.py"]))["file:///a.py"]
+        assert after["stale"] >= stale
+
+        while await worker.refresh(64):  # nothing waiting: it runs to the end
+            pass
+        assert (await worker.stats(["file:///a.py"]))["file:///a.py"]["stale"] == 0
+        assert await worker.session_text("file:///a.py") == "# x\n" + text
+    finally:
+        worker.shutdown()
