@@ -197,6 +197,7 @@ def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
             if ref:
                 for key in ("agree", "first_token_agree", "kl"):
                     res[key] = _mean([r[key] for r in rs])
+                    res[key + "_ci"] = bootstrap_ci([r[key] for r in rs], seed)
                 dem = [a["em"] - b["em"] for a, b in zip(rs, ref)]
                 des = [a["es"] - b["es"] for a, b in zip(rs, ref)]
                 res.update(em_diff=_mean(dem), em_diff_ci=bootstrap_ci(dem, seed),
@@ -496,6 +497,8 @@ def _plot_refresh(ax, panel: str, series: dict, data: dict) -> None:
     # deferred rows are encoded in the first draft step, so compare edit -> first token where known
     cost = "ready_ms" if all(not math.isnan(r.get("ready_ms", math.nan)) for r in pooled) else "patch_ms"
     for label, points in series.items():
+        if panel == "cost" and cost == "patch_ms" and "deferred" in label:
+            continue  # a deferred edit's work is in its first draft step, not in its patch
         xs = [x for x, _ in points]
         if panel == "kl":
             ys = [max(r["kl"], 1e-9) for _, r in points]
@@ -523,7 +526,7 @@ def _plot_refresh(ax, panel: str, series: dict, data: dict) -> None:
     else:
         what = "edit -> first token" if cost == "ready_ms" else "patch"
         ax.set_ylabel(f"median {what} ms" + (" / plain PIE" if plain else ""))
-    what = {"kl": "first-token KL", "agree": "whole-line agreement", "cost": "patch cost"}[panel]
+    what = {"kl": "first-token KL", "agree": "whole-line agreement", "cost": "cost"}[panel]
     ax.set_title(f"{what} vs rows refreshed, {data.get('model', '')}, {data.get('cases', '?')} cases", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
