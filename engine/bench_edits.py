@@ -192,7 +192,7 @@ def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
                        encoded_tokens=_mean([r["encoded_tokens"] for r in rs]),
                        rotated_tokens=_mean([r["rotated"] for r in rs]),
                        patch_ms=statistics.median(r["patch_ms"] for r in rs),
-                       ready_ms=statistics.median(r.get("ready_ms", math.nan) for r in rs))
+                       ready_ms=_median_if_all([r.get("ready_ms") for r in rs]))
             res["patch_ratio"] = res["patch_ms"] / ref_ms if ref_ms else math.nan
             if ref:
                 for key in ("agree", "first_token_agree", "kl"):
@@ -204,6 +204,11 @@ def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
                            es_diff=_mean(des), es_diff_ci=bootstrap_ci(des, seed))
             results.append(res)
     return results
+
+
+def _median_if_all(xs: list) -> float:
+    """Median, or NaN where some rows lack the value (pooled with runs that did not time it)."""
+    return statistics.median(xs) if xs and None not in xs else math.nan
 
 
 def _mean(xs) -> float:

@@ -35,9 +35,10 @@ async def start_server(model: object, encodings: list[str] | None = None, **opti
     capabilities = types.ClientCapabilities(
         general=types.GeneralClientCapabilities(position_encodings=encodings),
         window=types.WindowClientCapabilities(work_done_progress=True))
+    pinned = {"model": str(model), "threads": 1, "idle_refresh_ms": 0, "refresh_tokens": 0, "tail_tokens": 0,
+              "defer": False}
     client.init_result = await client.initialize_session(types.InitializeParams(
-        capabilities=capabilities, initialization_options={"model": str(model), "threads": 1, "idle_refresh_ms": 0,
-                                                      "refresh_tokens": 0, "tail_tokens": 0, "defer": False, **options}))
+        capabilities=capabilities, initialization_options={**pinned, **options}))
     return client
 
 
