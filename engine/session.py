@@ -185,6 +185,12 @@ class Session:
                           self.cache.k, self.cache.v, interrupt=interrupt)
             self.cache.mark_encoded(a, b)
 
+    def _encode_missing(self) -> None:
+        """Encode a deferred edit's rows before something reads the whole cache."""
+        ids = self.slot_ids
+        for a, b in self.cache.pending(self.cache.length):
+            self._encode(ids, a, b)
+
     def refresh(self, budget_tokens: int, interrupt: Callable[[], bool] | None = None) -> int:
         """Re-encode from the first stale token on, left to right, at most `budget_tokens` rows
         (idle-time work). Returns how many stale tokens became exact; 0 once the cache is exact.
@@ -209,8 +215,7 @@ class Session:
         benchmark's oracle rows re-encode the tokens that differ most from recompute."""
         if any(not HEAD <= s < self.cache.length for s in slots):
             raise ValueError(f"slots must lie in [{HEAD}, {self.cache.length}) (document tokens)")
-        for a, b in self.cache.pending(self.cache.length):
-            self._encode(self.slot_ids, a, b)
+        self._encode_missing()
         ranges, ids = runs(slots), self.slot_ids
         if not ranges:
             return
@@ -224,8 +229,7 @@ class Session:
 
     def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached K and V of the document's tokens, in order: [kv_heads, T, head_dim]."""
-        for a, b in self.cache.pending(self.cache.length):
-            self._encode(self.slot_ids, a, b)
+        self._encode_missing()
         k, v = self.cache.layer(layer)
         return k[:, HEAD:], v[:, HEAD:]
 

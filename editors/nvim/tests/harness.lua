@@ -96,6 +96,15 @@ function T.notifications(fn)
   return seen
 end
 
+--- Runs :KvspliceStats and returns the message it shows.
+function T.stats_message()
+  local seen = T.notifications(function(seen)
+    vim.cmd('KvspliceStats')
+    T.wait('the stats', function() return #seen > 0 end)
+  end)
+  return seen[1].msg
+end
+
 --- A new scratch file of `filetype` holding `lines`, shown in the current window.
 function T.open(filetype, lines)
   local dir = vim.fn.tempname()

@@ -132,11 +132,7 @@ return function(T)
     end },
 
     { 'stats_are_formatted_as_aligned_rows', function()
-      local seen = T.notifications(function(seen)
-        vim.cmd('KvspliceStats')
-        T.wait('the stats', function() return #seen > 0 end)
-      end)
-      local lines = vim.split(seen[1].msg, '\n')
+      local lines = vim.split(T.stats_message(), '\n')
       T.eq('model                scripted-b', lines[1])
       T.eq('tokens cached        120', lines[4])
       T.eq('last draft ms        20.5', lines[10])

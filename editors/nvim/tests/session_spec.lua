@@ -91,11 +91,7 @@ return function(T)
     end },
 
     { 'stats_command_shows_the_buffer_figures', function()
-      local seen = T.notifications(function(seen)
-        vim.cmd('KvspliceStats')
-        T.wait('the stats', function() return #seen > 0 end)
-      end)
-      local text = seen[1].msg
+      local text = T.stats_message()
       for _, label in ipairs({ 'model', 'device', 'tokens cached', 'reused', 'encoded', 'rotated', 'stale', 'last draft ms' }) do
         T.truthy(text:find(label, 1, true), label .. ' in\n' .. text)
       end
