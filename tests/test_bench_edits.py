@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from kvsplice.engine import bench_edits
-from kvsplice.engine.edit_cases import CaseMaker, default_corpus
-from kvsplice.engine.humaneval_check import passes
+from kvsplice.bench import edits as bench_edits
+from kvsplice.bench.edit_cases import CaseMaker, default_corpus
+from kvsplice.bench.humaneval_check import passes
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_humaneval_check_runs_every_strategy(tiny_model_dir, tmp_path):
 
 
 def test_humaneval_hidden_line_restores_a_passing_program():
-    from kvsplice.engine.humaneval_check import edited, load_problems, program
+    from kvsplice.bench.humaneval_check import edited, load_problems, program
 
     for p in load_problems(3, seed=0):
         before, apply, undo = edited(p)

@@ -52,7 +52,7 @@ def test_models_list_names_the_packaged_models(capsys):
 
 def test_bench_passes_its_remaining_arguments_to_the_suite(monkeypatch):
     seen = []
-    monkeypatch.setitem(sys.modules, "kvsplice.kernels.bench", types.SimpleNamespace(main=seen.append))
+    monkeypatch.setitem(sys.modules, "kvsplice.bench.kernels", types.SimpleNamespace(main=seen.append))
     assert cli.main(["bench", "kernels", "--sizes", "1,2", "--json", "x"]) == 0
     assert seen == [["--sizes", "1,2", "--json", "x"]]
 

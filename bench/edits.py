@@ -24,8 +24,9 @@ from pathlib import Path
 
 import torch
 
+from kvsplice.engine.strategies import parse_variant
+
 from .edit_cases import EDIT_TYPES, CaseMaker, corpus_files, default_corpus
-from .strategies import parse_variant
 
 REFERENCE = "recompute"
 ORDER = ("recompute", "pie", "naive", "chunk-reuse")
@@ -606,7 +607,7 @@ def main(argv: list[str] | None = None) -> int:
     # the replay runs by default; --curve / --humaneval / --merge select other sections instead
     run_replay = args.cases > 0 and (args.replay or not (args.curve or args.humaneval or args.merge))
     if run_replay or args.curve or args.humaneval:
-        from .engine import Engine
+        from kvsplice.engine import Engine
 
         engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
         t0 = time.perf_counter()

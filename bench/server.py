@@ -33,7 +33,7 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
-from .documents import Document
+from kvsplice.server.documents import Document
 
 DEFAULT_FILE = Path(sysconfig.get_paths()["stdlib"], "difflib.py")
 # part 2's rows: (strategy, defer); "pie+defer" encodes the edit in the draft's first forward

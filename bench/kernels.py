@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from . import chunk_attention, decode_attention, rerotate_, rotate_and_move_
-from .dispatch import triton
+from kvsplice.kernels import chunk_attention, decode_attention, rerotate_, rotate_and_move_
+from kvsplice.kernels.dispatch import triton
 
 # Cache shapes of the models the project runs (DESIGN §6): layers, kv heads, q heads, head_dim,
 # and the document length in tokens for the benchmark.

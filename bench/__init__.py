@@ -1,0 +1,2 @@
+"""Benchmarks (`kvsplice bench ...`) and the real-code cases they replay. They may import every
+other package; nothing imports them."""
