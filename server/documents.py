@@ -3,9 +3,12 @@
 Content changes are applied here one at a time, in order; `apply` updates the mirror and the
 tree and returns the change in code points, the engine's unit. The mirror is kept here rather
 than in pygls' workspace documents, which split lines with `str.splitlines` (LSP ends lines only
-at \\n, \\r\\n and \\r, not at \\f, \\v, \\x1c-\\x1e, \\x85, \\u2028, \\u2029), map the position after a
-final newline to a wrong offset under utf-8, and clamp out-of-range characters silently: each
-of those would leave the cache encoding a text the editor does not show.
+at \\n, \\r\\n and \\r, not at \\f, \\v, \\x1c-\\x1e, \\x85, \\u2028, \\u2029) and map the position after a
+final newline to a wrong offset under utf-8: each would leave the cache encoding a text the
+editor does not show.
+
+Client text enters here only, through `engine_input`: the mirror, the tree and the engine all
+hold the same text, the client's with each lone surrogate made U+FFFD.
 """
 from __future__ import annotations
 
@@ -18,8 +21,17 @@ from lsprotocol import types
 from .syntax import Stop, SyntaxTree
 
 EOL = re.compile(r"\r\n|\r|\n")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str from JSON, a surrogate is always unpaired
 CLOSERS = ")]}>'\"`;,"  # what editors auto-insert after a cursor, and statement ends
 CODECS = {"utf-8": ("utf-8", 1), "utf-16": ("utf-16-le", 2), "utf-32": (None, 1)}
+
+
+def engine_input(text: str) -> str:
+    """Client text as the mirror, the tree and the engine hold it: each lone surrogate (JSON
+    strings can carry one, UTF-8 cannot, so neither tree-sitter nor the tokenizer take it)
+    becomes U+FFFD. Both are one code point, one UTF-16 unit and three UTF-8 bytes (the
+    surrogate's as the client would count them), so every position and offset stays the same."""
+    return LONE_SURROGATE.sub("\ufffd", text)
 
 
 class PositionError(ValueError):
@@ -36,14 +48,18 @@ class Edit:
 
 
 class Document:
-    """One open document. `broken` holds why the mirror lost step with the editor, if it did."""
+    """One open document. `broken` holds why the mirror lost step with the editor, if it did;
+    `changes` counts didChange notifications received, applied or not (a draft answers
+    ContentModified when it moved)."""
 
     def __init__(self, uri: str, text: str, version: int, language_id: str, encoding: str = "utf-16"):
+        text = engine_input(text)
         self.uri, self.text, self.version, self.language_id = uri, text, version, language_id
         self.encoding = encoding
         self._codec, self._width = CODECS[encoding]
         self.syntax = SyntaxTree.for_language(language_id, text)
         self.broken: str | None = None
+        self.changes = 0
         self._starts: list[int] | None = None
 
     @property
@@ -60,26 +76,25 @@ class Document:
         end = starts[line + 1] if line + 1 < len(starts) else len(self.text)
         return starts[line], self.text[starts[line]:end].rstrip("\r\n")
 
-    def offset_at(self, position: types.Position) -> int:
-        """Code-point offset of an LSP position; PositionError if it is not in the document."""
+    def offset_at(self, position: types.Position, clamp: bool = False) -> int:
+        """Code-point offset of an LSP position; PositionError if it is not in the document.
+        With `clamp`, LSP's rule for what clients send: a character past the end of its line
+        means the end of the line (a line past the end of the document stays an error)."""
         start, content = self._line(position.line)
-        units = position.character
-        if content.isascii() or self._codec is None:
-            if not 0 <= units <= len(content):
-                raise self._past_line(position, len(content))
+        plain = content.isascii() or self._codec is None
+        data = b"" if plain else content.encode(self._codec)
+        length = len(content) if plain else len(data) // self._width
+        units = min(position.character, length) if clamp else position.character
+        if not 0 <= units <= length:
+            raise PositionError(f"character {position.character} is outside line {position.line}, "
+                                f"which has {length} {self.encoding} units")
+        if plain:
             return start + units
-        data = content.encode(self._codec, "surrogatepass")
-        if not 0 <= units * self._width <= len(data):
-            raise self._past_line(position, len(data) // self._width)
         try:
             return start + len(data[:units * self._width].decode(self._codec))
         except UnicodeDecodeError:
             raise PositionError(f"position {position.line}:{units} splits a character "
                                 f"({self.encoding} units)") from None
-
-    def _past_line(self, position: types.Position, length: int) -> PositionError:
-        return PositionError(f"character {position.character} is outside line {position.line}, "
-                             f"which has {length} {self.encoding} units")
 
     def position_at(self, offset: int) -> types.Position:
         """The LSP position of a code-point offset."""
@@ -87,7 +102,7 @@ class Document:
         before = self.text[self.line_starts[line]:offset]
         if self._codec is None:
             return types.Position(line, len(before))
-        return types.Position(line, len(before.encode(self._codec, "surrogatepass")) // self._width)
+        return types.Position(line, len(before.encode(self._codec)) // self._width)
 
     def line_end(self, offset: int) -> int:
         """Offset of the end of the line holding `offset`, before its line ending."""
@@ -118,14 +133,15 @@ class Document:
     def apply(self, change: types.TextDocumentContentChangeEvent) -> Edit:
         """Apply one content change (ranged or whole-document) to the mirror and the tree."""
         if isinstance(change, types.TextDocumentContentChangePartial):
-            start, end = self.offset_at(change.range.start), self.offset_at(change.range.end)
+            start, end = self.offset_at(change.range.start, clamp=True), self.offset_at(change.range.end, clamp=True)
             if end < start:
                 raise PositionError(f"range end {change.range.end.line}:{change.range.end.character} "
                                     f"is before its start")
         else:
             start, end = 0, len(self.text)
-        old, self.text = self.text, self.text[:start] + change.text + self.text[end:]
+        new = engine_input(change.text)
+        old, self.text = self.text, self.text[:start] + new + self.text[end:]
         self._starts = None
         if self.syntax is not None:
-            self.syntax.edit(old, start, end, change.text, self.text)
-        return Edit(start, end, change.text)
+            self.syntax.edit(old, start, end, new, self.text)
+        return Edit(start, end, new)

@@ -1,4 +1,5 @@
-"""The mirror and LSP positions: offsets per encoding, line endings as LSP counts them, bad input."""
+"""The mirror and LSP positions: offsets per encoding, line endings as LSP counts them, clamping,
+lone surrogates, bad input."""
 import pytest
 from lsprotocol import types
 
@@ -85,3 +86,28 @@ def test_draft_edit_writes_the_draft_without_doubling_what_follows(text, draft, 
     start, end = d.offset_at(edit.range.start), d.offset_at(edit.range.end)
     assert start == cursor
     assert d.text[:start] + edit.new_text + d.text[end:] == result
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8", "utf-32"])
+def test_a_character_past_the_end_of_its_line_clamps_to_the_line_end_for_clients(encoding):
+    d = doc("ab😀\r\ncd", encoding)
+    assert d.offset_at(pos(0, 99), clamp=True) == 3
+    with pytest.raises(PositionError, match="outside line 0"):
+        d.offset_at(pos(0, 99))  # without clamp (the CLI's columns), still an error
+    with pytest.raises(PositionError, match="line 2 is past the end"):
+        d.offset_at(pos(2, 0), clamp=True)
+    d.apply(types.TextDocumentContentChangePartial(range=types.Range(pos(1, 5), pos(1, 9)), text="!"))
+    assert d.text == "ab😀\r\ncd!"
+
+
+def test_lone_surrogates_become_replacement_characters_at_the_same_positions():
+    d = doc("a\ud83db\n")  # what JSON "a\\ud83db" decodes to
+    assert d.text == "a\ufffdb\n"
+    assert d.syntax.matches_fresh_parse(d.text)
+    edit = d.apply(types.TextDocumentContentChangePartial(range=types.Range(pos(0, 2), pos(0, 2)), text="\ude00"))
+    assert (edit.start, edit.text) == (2, "\ufffd")
+    client = "a\ud83d\ude00b"  # the client's line: each surrogate one UTF-16 unit, three WTF-8 bytes
+    for encoding, codec, width in (("utf-16", "utf-16-le", 2), ("utf-8", "utf-8", 1)):
+        held = Document("file:///t.py", d.text, 1, "python", encoding)
+        units = len(client[:3].encode(codec, "surrogatepass")) // width
+        assert held.offset_at(pos(0, units)) == 3 and held.position_at(3) == pos(0, units)
