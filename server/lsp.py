@@ -2,8 +2,22 @@
 documents (mirror + tree) to the model worker and answers in LSP terms.
 
 Positions use the client's first offered encoding among utf-8, utf-16 and utf-32 (pygls'
-negotiation), utf-16 when it offers none. Document sync is incremental; each change reaches the
-mirror, the syntax tree and the engine session in order (see `change`).
+negotiation), utf-16 when it offers none; a character past the end of its line means the line's
+end (LSP). Document sync is incremental; each change reaches the mirror, the syntax tree and the
+engine session in order (see `change`).
+
+Every input gets the answer the specs give it (`KvspliceProtocol.receive`; frames are read by
+framing.py, which finds its way back after garbage):
+- a body that is not JSON: Parse error (-32700, id null); not a JSON-RPC message, or an id that
+  is neither an integer nor a string: InvalidRequest (-32600, id null);
+- before `initialize`: ServerNotInitialized (-32002) for requests, notifications dropped; a
+  second `initialize`, and any request after `shutdown`: InvalidRequest; `exit` ends the process
+  at once, with code 0 after `shutdown` and 1 otherwise, as does the end of the input stream;
+- params that do not parse (cattrs, without its coercions: 1.5, "3" and true are not integers):
+  InvalidParams for a request; for a notification that may have changed a document's text, the
+  document is out of step (`out_of_step`, below).
+A document is out of step when a change could not be applied or could not be read: its drafts
+answer RequestFailed until a whole-document change or a reopen, and the client is told.
 
 Answers to completion requests (`textDocument/inlineCompletion`, `textDocument/completion`):
 - drafts for the cursor; nothing for languages outside the `languages` setting;
@@ -12,35 +26,47 @@ Answers to completion requests (`textDocument/inlineCompletion`, `textDocument/c
 - `ContentModified` (-32801) when the document changed after the request was made (a draft
   already being decoded finishes first, so a newer request can still supersede it);
 - `RequestFailed` (-32803) while no model is usable (the message says why: the load error), or
-  while the document is out of step after a change that did not fit it (until a full-text change);
-- `InvalidParams` (-32602) for unknown documents, positions outside the document, params that
-  do not parse.
+  while the document is out of step;
+- `InvalidParams` (-32602) for unknown documents, lines past the end of the document, params
+  that do not parse.
 Requests that arrive while the model loads wait for it (the load is the worker's first job).
 
 Custom requests:
 - `kvsplice/stats` `{uri?}` -> `{model, device, dtype, ready, error, documents: [{uri, version,
-  language, cached, tokens, reused, rotated, encoded, stale, last_patch_ms, last_draft_ms, ...}]}`
-  (the edit counts are those of the last edit; `cached` is false while a document has no cache).
+  language, in_step, cached, tokens, reused, rotated, encoded, stale, last_patch_ms,
+  last_draft_ms, ...}]}` (the edit counts are those of the last edit; `cached` is false while a
+  document has no cache). Answered at once from what the model worker published after its last
+  job for each document, never queued behind model work: right after an edit it may not count
+  that edit yet.
 - `kvsplice/debugDocument` `{uri}` -> the mirror's text, the syntax tree's text and whether it
   equals a fresh parse, and the engine session's text: for tests of the sync path.
 """
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import re
+import sys
 import uuid
+from functools import partial
 from importlib.metadata import version
+from typing import Awaitable, Callable, NoReturn
 
 import cattrs
 from lsprotocol import types
-from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcInvalidParams,
-                              JsonRpcRequestCancelled)
+from pygls.exceptions import (JsonRpcContentModified, JsonRpcException, JsonRpcInternalError,
+                              JsonRpcInvalidParams, JsonRpcInvalidRequest, JsonRpcParseError,
+                              JsonRpcRequestCancelled, JsonRpcServerNotInitialized)
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol
+from pygls.protocol import LanguageServerProtocol, default_converter
 
 from kvsplice.engine import Cancelled, ModelLoadError
 
 from .documents import Document, PositionError
+from .framing import CHUNK, Framer, Garbage, read_stdin
 from .settings import RELOAD, SESSION, Settings
 from .worker import DraftJob, ModelWorker
 
@@ -48,16 +74,39 @@ log = logging.getLogger(__name__)
 STATS = "kvsplice/stats"
 DEBUG_DOCUMENT = "kvsplice/debugDocument"
 IDLE_REFRESH_CHUNK = 128  # tokens re-encoded per idle worker job
+TEXT_CHANGES = (types.TEXT_DOCUMENT_DID_OPEN, types.TEXT_DOCUMENT_DID_CHANGE)
+METHOD = re.compile(rb'"method"\s*:\s*"([^"\\]*)"')
+URI = re.compile(rb'"uri"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
 class RequestFailed(JsonRpcException):
     CODE = -32803
 
 
+def strict_converter() -> cattrs.Converter:
+    """pygls' converter without cattrs' coercions, which call int() and str() on anything
+    (a position of 1.5, "3" or true would become 1, 3 and 1)."""
+    converter = default_converter()
+    for kind in (int, str, bool, float):
+        converter.register_structure_hook(kind, partial(_exactly, kind))
+    return converter
+
+
+def _exactly(kind: type, value: object, _: type) -> object:
+    number = kind is float and isinstance(value, int)
+    if isinstance(value, bool) != (kind is bool) or not (isinstance(value, kind) or number):
+        raise TypeError(f"expected {'a number' if kind is float else kind.__name__}, got {value!r}")
+    return value
+
+
 class KvspliceProtocol(LanguageServerProtocol):
-    """pygls' protocol with two changes. Open documents are mirrored by documents.py only
-    (pygls' own copies are not kept: see there why). A request whose params do not parse
-    still gets its one answer, an InvalidParams error saying what was wrong."""
+    """pygls' protocol, fed one frame body at a time by `KvspliceServer.serve`, answering every
+    input as the module docstring says. Open documents are mirrored by documents.py only
+    (pygls' own copies are not kept: see there why)."""
+
+    def __init__(self, server, converter):
+        super().__init__(server, converter)
+        self.initialized = False  # an initialize request was accepted
 
     def _register_builtin_features(self):
         super()._register_builtin_features()
@@ -65,28 +114,119 @@ class KvspliceProtocol(LanguageServerProtocol):
                        types.TEXT_DOCUMENT_DID_CLOSE):
             self.fm.builtin_features.pop(method)
 
-    def structure_message(self, data):
+    def receive(self, body: bytes) -> None:
+        """One frame's body: parse it, check the envelope, apply the lifecycle, structure the
+        params, then hand it to pygls."""
         try:
-            return super().structure_message(data)
-        except JsonRpcException as exc:
-            if not (isinstance(data, dict) and "id" in data and "method" in data):
-                raise
-            cause = exc.__cause__
-            why = "; ".join(cattrs.transform_error(cause)) if isinstance(cause, cattrs.ClassValidationError) \
-                else str(cause or exc)
-            error = JsonRpcInvalidParams(f"invalid params for {data['method']}: {why}")
-            self._send_response(data["id"], error=error.to_response_error())
-            return None  # answered: nothing left to handle
+            data = json.loads(body.decode())
+        except (ValueError, RecursionError) as exc:
+            self.reply(None, JsonRpcParseError(f"Parse error: {exc}"))
+            self._server.dropped(None, body, "a message that is not JSON")
+            return
+        try:
+            kind = _kind(data)
+        except JsonRpcInvalidRequest as exc:
+            self.reply(_request_id(data), exc)
+            self._server.dropped(data, body, exc.message)
+            return
+        method = data.get("method")
+        if method == types.EXIT:
+            self._server.exit_now()
+        refusal = self._refusal(kind, method)
+        if refusal is not None:
+            if kind == "request":
+                self.reply(data["id"], refusal)
+            else:
+                log.warning("%s ignored: %s", method, refusal.message)
+            return
+        if kind != "response":
+            data.setdefault("params", None)  # JSON-RPC lets params be left out; pygls wants them
+        try:
+            message = self.structure_message(data)
+            if method == types.CANCEL_REQUEST and not _valid_id(message.params.id):
+                raise TypeError(f"expected an integer or a string id, got {message.params.id!r}")
+        except Exception as exc:
+            self._unreadable(kind, data, body, _why(exc))
+            return
+        if method == types.INITIALIZE:
+            self.initialized = True
+        self.handle_message(message)
 
-    def handle_message(self, message):
-        if message is not None:
-            super().handle_message(message)
+    def _refusal(self, kind: str, method: str | None) -> JsonRpcException | None:
+        """Why the lifecycle refuses a message now (LSP: initialize first and once, nothing but
+        exit after shutdown), or None."""
+        if kind == "response":
+            return None
+        if not self.initialized:
+            return None if method == types.INITIALIZE and kind == "request" else \
+                JsonRpcServerNotInitialized(f"{method} before initialize")
+        if method == types.INITIALIZE:
+            return JsonRpcInvalidRequest("initialize was sent already: the server is initialized once")
+        if self._shutdown:
+            return JsonRpcInvalidRequest(f"{method} after shutdown: only exit is served now")
+        return None
+
+    def _unreadable(self, kind: str, data: dict, body: bytes, why: str) -> None:
+        """A message whose params (or result) do not parse: a request gets InvalidParams, a
+        pending request of ours its error; a notification is dropped (see `dropped`)."""
+        if kind == "request":
+            self.reply(data["id"], JsonRpcInvalidParams(f"invalid params for {data['method']}: {why}"))
+        elif kind == "response":
+            if (future := self._request_futures.pop(data["id"], None)) is not None:
+                future.set_exception(JsonRpcInternalError(f"unreadable response: {why}"))
+        else:
+            self._server.dropped(data, body, f"{data['method']} could not be read ({why})")
+
+    def reply(self, msg_id: int | str | None, error: JsonRpcException) -> None:
+        """An error answer; written as a plain object, since pygls would drop a null id."""
+        self._send_data({"jsonrpc": "2.0", "id": msg_id, "error": {"code": error.code, "message": error.message}})
+
+
+def _valid_id(value: object) -> bool:
+    return isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool)
+
+
+def _kind(data: object) -> str:
+    """"request", "notification" or "response"; JsonRpcInvalidRequest for anything else."""
+    if not isinstance(data, dict) or data.get("jsonrpc") != "2.0":
+        raise JsonRpcInvalidRequest('Invalid Request: expected a JSON object with "jsonrpc": "2.0"')
+    if "method" in data:
+        if not isinstance(data["method"], str):
+            raise JsonRpcInvalidRequest("Invalid Request: method must be a string")
+        if "id" in data and not _valid_id(data["id"]):
+            raise JsonRpcInvalidRequest(f"Invalid Request: id must be an integer or a string, not {data['id']!r}")
+        return "request" if "id" in data else "notification"
+    if ("result" in data) != ("error" in data) and (data.get("id") is None or _valid_id(data["id"])):
+        return "response"
+    raise JsonRpcInvalidRequest("Invalid Request: neither a request, a notification nor a response")
+
+
+def _request_id(data: object) -> int | str | None:
+    """The id to answer an invalid message with: its own where it names a method and a valid id."""
+    if isinstance(data, dict) and isinstance(data.get("method"), str) and _valid_id(data.get("id")):
+        return data["id"]
+    return None
+
+
+def _why(exc: Exception) -> str:
+    """What did not parse and where, e.g. "expected int, got 1.5 @ $.params.position.line"."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, cattrs.BaseValidationError):
+        return "; ".join(cattrs.transform_error(cause, format_exception=_describe))
+    return _describe(cause)
+
+
+def _describe(exc: BaseException, _: object = None) -> str:
+    return "required field missing" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
 
 
 class RoutineErrors(logging.Filter):
-    """pygls logs every error answer with a traceback; cancelled and outdated requests are routine."""
+    """pygls logs every error answer with a traceback; cancelled and outdated requests are
+    routine, and params that do not parse are answered (and logged) by `receive`."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Unable to deserialize message\n%s":
+            return False
         return not (record.exc_info and isinstance(record.exc_info[1], (JsonRpcRequestCancelled,
                                                                          JsonRpcContentModified)))
 
@@ -94,6 +234,7 @@ class RoutineErrors(logging.Filter):
 class KvspliceServer(LanguageServer):
     def __init__(self):
         super().__init__("kvsplice", version("kvsplice"), protocol_cls=KvspliceProtocol,
+                         converter_factory=strict_converter,
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.settings = Settings()
         self.documents: dict[str, Document] = {}
@@ -102,6 +243,91 @@ class KvspliceServer(LanguageServer):
         self.activity = asyncio.Event()  # set by edits, requests, settings: restarts the idle timer
         self.idle_refresh: asyncio.Future | None = None
         self.started = False
+
+    # -- the connection ---------------------------------------------------------------------
+
+    def start_io(self, stdin=None, stdout=None) -> None:
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+
+        async def main() -> None:
+            await self.serve(read_stdin(stdin or sys.stdin.buffer).get)
+
+        asyncio.run(main())
+
+    def start_tcp(self, host: str, port: int) -> None:
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await self.serve(partial(reader.read, CHUNK))
+
+        async def main() -> None:
+            async with await asyncio.start_server(connection, host, port) as listener:
+                await listener.serve_forever()
+
+        asyncio.run(main())
+
+    async def serve(self, read: Callable[[], Awaitable[bytes]]) -> NoReturn:
+        """Read frames until the client closes the stream, then exit: a server must not
+        outlive its client. A message that fails in a way nothing else caught is logged; the
+        next one is read all the same."""
+        framer = Framer()
+        while chunk := await read():
+            for item in framer.feed(chunk):
+                try:
+                    if isinstance(item, Garbage):
+                        self.dropped(None, item.data, "bytes outside any message")
+                    else:
+                        self.protocol.receive(item)
+                except Exception:
+                    log.exception("failed to handle a message")
+                await asyncio.sleep(0)  # a request handler starts, and sees the document, before the next change
+        log.info("the client closed the connection")
+        self.exit_now()
+
+    def exit_now(self) -> NoReturn:
+        """End the process now: 0 after shutdown, 1 otherwise (LSP). Queued model work goes
+        with it, and a forward in progress is abandoned: no cache outlives the process anyway."""
+        os._exit(0 if self.protocol._shutdown else 1)
+
+    def dropped(self, data: object, raw: bytes, why: str) -> None:
+        """Input that was read but not used (`data`: its JSON, None if it is not JSON). What
+        it may have changed is out of step: no edit is lost without its document knowing."""
+        changed = self._changed_by(data, raw)
+        for doc in changed:
+            self.out_of_step(doc, why)
+        if not changed:
+            log.warning("ignored %s", why)
+            self.window_log_message(types.LogMessageParams(types.MessageType.Warning, f"kvsplice: ignored {why}"))
+
+    def _changed_by(self, data: object, raw: bytes) -> list[Document]:
+        """The open documents that unread input may have changed: for a text change (didOpen,
+        didChange) the documents it names, or all when it names none; for other methods none.
+        Input that is not JSON is searched for a method and uris; with neither, it counts as
+        a text change only if it holds "contentChanges" (what is left of a cut didChange)."""
+        if isinstance(data, dict):
+            method = data.get("method") if isinstance(data.get("method"), str) else None
+            params = data.get("params")
+            document = params.get("textDocument") if isinstance(params, dict) else None
+            uri = document.get("uri") if isinstance(document, dict) else None
+            uris = [uri] if isinstance(uri, str) else []
+        else:
+            found = METHOD.search(raw)
+            method = found[1].decode(errors="replace") if found else None
+            uris = [uri for m in URI.finditer(raw) if isinstance(uri := _json_string(m[1]), str)]
+        if method is not None and method not in TEXT_CHANGES:
+            return []
+        if uris:
+            return [self.documents[uri] for uri in dict.fromkeys(uris) if uri in self.documents]
+        return list(self.documents.values()) if method or b"contentChanges" in raw else []
+
+    def out_of_step(self, doc: Document, why: str) -> None:
+        """The one place a document falls out of step with its editor: until a whole-document
+        change or a reopen its drafts answer RequestFailed, and a draft in progress answers
+        ContentModified. The client is told once, with the first reason."""
+        doc.changes += 1
+        if doc.broken is None:
+            doc.broken = why
+            self.show(types.MessageType.Error, f"kvsplice: {doc.uri} is out of step: {why}; "
+                                               "send its full text or reopen it")
 
     # -- settings and the model ---------------------------------------------------------------
 
@@ -191,13 +417,15 @@ class KvspliceServer(LanguageServer):
 
     def change(self, params: types.DidChangeTextDocumentParams) -> None:
         """Apply each change in order to mirror, tree and session. A change that does not fit
-        the mirror leaves the document broken (no drafts) until a whole-document change."""
+        the mirror puts the document out of step; ranged changes after it are skipped until a
+        whole-document change."""
         doc = self.documents.get(params.text_document.uri)
         if doc is None:
             self.show(types.MessageType.Error,
                       f"kvsplice: didChange for {params.text_document.uri}, which is not open; ignored")
             return
         self.activity.set()
+        doc.changes += 1
         serve = self.settings.serves(doc.language_id)
         for i, change in enumerate(params.content_changes):
             if doc.broken and isinstance(change, types.TextDocumentContentChangePartial):
@@ -205,9 +433,7 @@ class KvspliceServer(LanguageServer):
             try:
                 edit = doc.apply(change)
             except PositionError as exc:
-                doc.broken = f"change {i} of version {params.text_document.version}: {exc}"
-                self.show(types.MessageType.Error, f"kvsplice: {doc.uri} is out of step: {doc.broken}; "
-                                                   "send its full text or reopen it")
+                self.out_of_step(doc, f"change {i} of version {params.text_document.version}: {exc}")
                 continue
             doc.broken = None
             if serve:
@@ -236,10 +462,10 @@ class KvspliceServer(LanguageServer):
         if doc.broken:
             raise RequestFailed(f"{uri} is out of step with the editor ({doc.broken})")
         try:
-            cursor = doc.offset_at(position)
+            cursor = doc.offset_at(position, clamp=True)
         except PositionError as exc:
             raise JsonRpcInvalidParams(str(exc)) from None
-        settings, version = self.settings, doc.version
+        settings, version, changes = self.settings, doc.version, doc.changes
         if not settings.serves(doc.language_id):
             return []
         stop = doc.draft_stop(cursor, settings.max_lines)
@@ -260,13 +486,13 @@ class KvspliceServer(LanguageServer):
         finally:
             if self.pending.get(uri) is job:
                 del self.pending[uri]
-        if self.documents.get(uri) is not doc or doc.version != version:
+        if self.documents.get(uri) is not doc or doc.changes != changes:
             raise JsonRpcContentModified(f"{uri} changed (version {version} -> {doc.version}) while drafting")
         return [doc.draft_edit(cursor, text) for text in texts]
 
-    async def stats(self, params: object) -> dict:
+    def stats(self, params: object) -> dict:
         docs = [self.document(_uri(params))] if params else list(self.documents.values())
-        per_uri = await self.worker.stats([doc.uri for doc in docs])
+        per_uri = {doc.uri: self.worker.published.get(doc.uri) for doc in docs}
         engine = self.worker.engine
         return {
             "model": engine.name if engine else self.settings.model,
@@ -275,7 +501,8 @@ class KvspliceServer(LanguageServer):
             "ready": engine is not None,
             "error": None if engine else self.worker.error,
             "documents": [{"uri": doc.uri, "version": doc.version, "language": doc.language_id,
-                           "cached": per_uri[doc.uri] is not None, **(per_uri[doc.uri] or {})} for doc in docs],
+                           "in_step": doc.broken is None, "cached": per_uri[doc.uri] is not None,
+                           **(per_uri[doc.uri] or {})} for doc in docs],
         }
 
     async def debug_document(self, params: object) -> dict:
@@ -306,6 +533,13 @@ def _dtype_name(engine) -> str:
     return str(engine.dtype).removeprefix("torch.")
 
 
+def _json_string(quoted: bytes) -> object:
+    try:
+        return json.loads(quoted)
+    except ValueError:
+        return None
+
+
 def _uri(params: object) -> str:
     """The uri of custom-request params (pygls hands them over as namedtuples)."""
     uri = getattr(params, "uri", None)
@@ -325,7 +559,8 @@ def initialize(ls: KvspliceServer, params: types.InitializeParams) -> None:
 
 @server.feature(types.INITIALIZED)
 def initialized(ls: KvspliceServer, params: types.InitializedParams) -> None:
-    ls.load_model()
+    if not ls.started:  # a second `initialized` must not reload the model
+        ls.load_model()
 
 
 @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -365,8 +600,8 @@ async def completion(ls: KvspliceServer, params: types.CompletionParams) -> type
 
 
 @server.feature(STATS)
-async def stats(ls: KvspliceServer, params: object) -> dict:
-    return await ls.stats(params)
+def stats(ls: KvspliceServer, params: object) -> dict:
+    return ls.stats(params)
 
 
 @server.feature(DEBUG_DOCUMENT)

@@ -6,6 +6,10 @@ A session is (re)made from a text snapshot whenever it is missing (model loaded 
 document opened, evicted for memory, opened with other session options) or not holding that text.
 Idle refresh is the one job that gives way: it stops between two layers as soon as a job the
 user waits on (a load, open, edit or draft) is queued behind it.
+
+After every job that touches a session the worker publishes that session's stats in `published`
+(one dict item assigned per job), so that the event loop answers `kvsplice/stats` from it
+without waiting behind the queue.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ class ModelWorker:
         self.error = "the model has not been loaded yet"  # why there is no engine
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._options: dict[str, dict] = {}  # what each session was opened with
+        self.published: dict[str, dict] = {}  # each session's stats after its last job (see above)
         # Urgent jobs submitted (event loop thread) and started (worker thread): one writer each.
         self._submitted = self._started = 0
 
@@ -79,11 +84,6 @@ class ModelWorker:
         """Re-encode up to `budget_tokens` stale tokens of the most recently used document that
         has any; resolves to how many became exact (0: every cache is exact)."""
         return asyncio.wrap_future(self._submit(self._refresh, budget_tokens))
-
-    def stats(self, uris: list[str]) -> asyncio.Future:
-        """Each URI's session stats (None where it has no cache now)."""
-        return asyncio.wrap_future(self._submit(
-            lambda: {uri: s.stats() if (s := self._sessions.get(uri)) else None for uri in uris}))
 
     def session_text(self, uri: str) -> asyncio.Future:
         return asyncio.wrap_future(self._submit(
@@ -139,6 +139,7 @@ class ModelWorker:
         if session is None:
             session = self._sessions[uri] = self.engine.open_session(text, **options)
             self._options[uri] = options
+            self._publish(uri)
         self._sessions.move_to_end(uri)
         self._evict(settings.memory_budget_mb * 2**20)
         return session
@@ -159,6 +160,7 @@ class ModelWorker:
         if session.text != text_after:
             self._close(uri)
             return
+        self._publish(uri)
         self._sessions.move_to_end(uri)
         self._evict(settings.memory_budget_mb * 2**20)
 
@@ -167,12 +169,16 @@ class ModelWorker:
         if job.stopped.is_set():
             raise Cancelled()
         session = self._session(uri, text, settings)
-        return session.complete(cursor, max_new_tokens=settings.max_new_tokens, n=settings.drafts,
-                                stop=stop, cancelled=job.stopped.is_set)
+        try:
+            return session.complete(cursor, max_new_tokens=settings.max_new_tokens, n=settings.drafts,
+                                    stop=stop, cancelled=job.stopped.is_set)
+        finally:
+            self._publish(uri)
 
     def _refresh(self, budget_tokens: int) -> int:
-        for session in reversed(self._sessions.values()):
+        for uri, session in reversed(self._sessions.items()):
             if refreshed := session.refresh(budget_tokens, interrupt=self._queued):
+                self._publish(uri)
                 return refreshed
             if self._queued():
                 return 0
@@ -182,11 +188,15 @@ class ModelWorker:
         """Whether a job the user waits on is queued behind the running one."""
         return self._submitted > self._started
 
+    def _publish(self, uri: str) -> None:
+        self.published[uri] = self._sessions[uri].stats()
+
     def _close(self, uri: str) -> None:
         session = self._sessions.pop(uri, None)
         if session is not None:
             session.close()
             del self._options[uri]
+            del self.published[uri]
 
     def _drop_sessions(self) -> None:
         for uri in list(self._sessions):

@@ -25,6 +25,12 @@ REAL_FILE = Path(sysconfig.get_paths()["stdlib"], "colorsys.py")
 EOL = re.compile(r"\r\n|\r|\n")
 
 
+def as_held(text: str) -> str:
+    """The client's text as the server holds it: lone surrogates (JSON can send them, UTF-8
+    cannot hold them) become U+FFFD."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", text)
+
+
 async def start_server(model: object, encodings: list[str] | None = None, **options):
     """A server subprocess, initialized with `model` and options (by default one torch thread,
     the fastest on a shared CI machine, plain PIE encoded at each edit and no idle refresh, so
@@ -62,7 +68,8 @@ class ClientDoc:
     def position(self, offset: int) -> types.Position:
         before = self.text[:offset]
         last = EOL.split(before)[-1]
-        units = {"utf-16": len(last.encode("utf-16-le")) // 2, "utf-8": len(last.encode())}[self.encoding]
+        units = {"utf-16": len(last.encode("utf-16-le", "surrogatepass")) // 2,
+                 "utf-8": len(last.encode("utf-8", "surrogatepass"))}[self.encoding]
         return types.Position(len(EOL.findall(before)), units)
 
     def change(self, *edits: tuple[int, int, str]) -> None:
@@ -90,15 +97,19 @@ class ClientDoc:
         return await request(self.client, "kvsplice/debugDocument", {"uri": self.uri})
 
     async def stats(self):
+        """The document's stats once the model worker has done what was sent before
+        (debugDocument waits in its queue; stats never does)."""
+        await self.debug()
         return (await request(self.client, "kvsplice/stats", {"uri": self.uri})).documents[0]
 
     async def assert_in_step(self) -> None:
         """Mirror, syntax tree and engine session all hold the client's text."""
         seen = await self.debug()
-        assert seen.text == self.text
-        assert seen.session_text == self.text
+        held = as_held(self.text)
+        assert seen.text == held
+        assert seen.session_text == held
         if seen.tree is not None:
-            data = self.text.encode()
+            data = held.encode()
             assert seen.tree.text.encode() == data[seen.tree.start_byte:]
             assert not data[:seen.tree.start_byte].strip()
             assert seen.tree.matches_fresh_parse
@@ -114,6 +125,11 @@ async def send_raw(client, method: str, params: dict):
     future = client.protocol._request_futures[msg_id] = concurrent.futures.Future()
     client.protocol._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
     return await asyncio.wait_for(asyncio.wrap_future(future), 120)
+
+
+def notify_raw(client, method: str, params: dict) -> None:
+    """A notification exactly as given (the typed client would refuse malformed params)."""
+    client.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})
 
 
 def configure(client, **settings) -> None:
@@ -260,16 +276,74 @@ async def test_request_for_an_older_version_gets_content_modified(real_doc):
     assert failure.value.code == JsonRpcContentModified.CODE
 
 
-@pytest.mark.parametrize("position, message", [
-    (types.Position(0, 999), "outside line 0"),
-    (types.Position(10_000, 0), "past the end of the document"),
-])
-async def test_positions_outside_the_document_are_invalid_params(client, position, message):
+async def test_a_line_past_the_end_of_the_document_is_invalid_params(client):
     doc = ClientDoc(client, "x = 1\n")
     params = doc.inline_params(0)
-    params.position = position
-    with pytest.raises(JsonRpcInvalidParams, match=message):
+    params.position = types.Position(10_000, 0)
+    with pytest.raises(JsonRpcInvalidParams, match="past the end of the document"):
         await client.text_document_inline_completion_async(params)
+
+
+async def test_a_character_past_the_end_of_its_line_means_the_line_end(client):
+    """LSP: such a character "defaults back to the line length", in changes and in requests."""
+    doc = ClientDoc(client, "x = 1\ny = 2\n")
+    doc.version += 1
+    notify_raw(client, types.TEXT_DOCUMENT_DID_CHANGE, {
+        "textDocument": {"uri": doc.uri, "version": doc.version},
+        "contentChanges": [{"range": {"start": {"line": 0, "character": 99}, "end": {"line": 0, "character": 120}},
+                            "text": " # one"}]})
+    doc.text = "x = 1 # one\ny = 2\n"
+    await doc.assert_in_step()
+    params = doc.inline_params(0)
+    params.position = types.Position(1, 999)
+    items = await client.text_document_inline_completion_async(params)
+    assert items and all(item.range.start == types.Position(1, 5) for item in items)
+
+
+async def test_lone_surrogates_reach_tree_and_session_as_replacement_characters(client):
+    doc = ClientDoc(client, "s = '\ud83d'\n")  # opened with one
+    await doc.assert_in_step()
+    doc.change((6, 6, "\ude00\ud83d"))         # more inserted, none pairing up in the JSON
+    await doc.assert_in_step()
+    assert (await doc.debug()).text == "s = '\ufffd\ufffd\ufffd'\n"
+    assert isinstance(await doc.inline(len(doc.text) - 1), list)
+    doc.change((8, 9, "x = '\ud83d' + '\ude00'\n"))
+    await doc.assert_in_step()
+
+
+@pytest.mark.parametrize("bad_field, value", [
+    ("character", -1), ("character", 2**31), ("character", 1.5), ("character", "3"), ("character", True),
+    ("version", None), ("version", "missing"),
+])
+async def test_an_unreadable_did_change_puts_its_document_out_of_step_and_says_so(client, bad_field, value):
+    doc = ClientDoc(client, "a = 1\n")
+    position = {"line": 0, "character": value if bad_field == "character" else 0}
+    identifier = {"uri": doc.uri, "version": value if bad_field == "version" else 2}
+    if value == "missing":
+        del identifier["version"]
+    notify_raw(client, types.TEXT_DOCUMENT_DID_CHANGE, {
+        "textDocument": identifier, "contentChanges": [{"range": {"start": position, "end": position}, "text": "b"}]})
+    with pytest.raises(JsonRpcException, match="out of step") as failure:
+        await doc.inline(0)
+    assert failure.value.code == -32803
+    assert not (await doc.stats()).in_step
+    assert any(f"{doc.uri} is out of step: textDocument/didChange could not be read" in m.message
+               for m in client.messages)
+    client.text_document_did_change(types.DidChangeTextDocumentParams(  # a full text repairs it
+        types.VersionedTextDocumentIdentifier(uri=doc.uri, version=3),
+        [types.TextDocumentContentChangeWholeDocument(text="b = 2\n")]))
+    doc.text = "b = 2\n"
+    await doc.assert_in_step()
+    assert (await doc.stats()).in_step and isinstance(await doc.inline(0), list)
+
+
+@pytest.mark.parametrize("field, value", [("line", 1.5), ("character", "3"), ("line", True), ("character", -1)])
+async def test_a_position_that_is_not_an_unsigned_integer_is_invalid_params(client, field, value):
+    doc = ClientDoc(client, "x = 1\n" * 4)
+    params = {"textDocument": {"uri": doc.uri}, "position": {"line": 0, "character": 0, field: value},
+              "context": {"triggerKind": 1}}
+    with pytest.raises(JsonRpcInvalidParams, match=f"invalid params for textDocument/inlineCompletion.*{field}"):
+        await send_raw(client, types.TEXT_DOCUMENT_INLINE_COMPLETION, params)
 
 
 async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(client, real_doc):
@@ -288,7 +362,7 @@ async def test_bad_input_gets_clear_errors_and_the_server_keeps_serving(client, 
     broken = ClientDoc(client, "a\n")
     client.text_document_did_change(types.DidChangeTextDocumentParams(  # a range outside the document
         types.VersionedTextDocumentIdentifier(uri=broken.uri, version=2),
-        [types.TextDocumentContentChangePartial(range=types.Range(types.Position(0, 0), types.Position(0, 5)),
+        [types.TextDocumentContentChangePartial(range=types.Range(types.Position(0, 0), types.Position(5, 0)),
                                                 text="b")]))
     configure(client, strategy="fastest")                            # a setting that does not exist
     stats = await request(client, "kvsplice/stats", None)

@@ -1,5 +1,5 @@
 """The server with the packaged smollm2-135m on real code: block drafts end with their block,
-drafts inside an expression stay on their line."""
+drafts inside an expression stay on their line; text its tokenizer cannot spell still works."""
 import pytest
 import pytest_asyncio
 
@@ -37,3 +37,10 @@ async def test_draft_in_an_empty_body_is_multi_line_and_stays_inside_the_block(d
 async def test_draft_inside_an_expression_stays_on_its_line(doc):
     items = await doc.inline(len(HEAD + HEADER + EMPTY_BODY + EXPRESSION))
     assert items and all("\n" not in item.insert_text for item in items)
+
+
+@pytest.mark.parametrize("text", ["a\u001d", "\u0004\u0006\u0013\u0014\u0016", "x = '\U00040000'"])
+async def test_characters_the_tokenizer_drops_still_get_drafts(client, text):
+    doc = ClientDoc(client, text, language="plaintext")
+    assert isinstance(await doc.inline(len(text)), list)
+    await doc.assert_in_step()

@@ -1,4 +1,5 @@
-"""The model thread's idle refresh gives way to the jobs the user waits on."""
+"""The model thread's idle refresh gives way to the jobs the user waits on; each job publishes
+its session's stats for the event loop."""
 import asyncio
 import textwrap
 import threading
@@ -23,7 +24,8 @@ async def test_a_queued_edit_stops_an_idle_refresh_between_layers(tiny_model_dir
         worker.open("file:///a.py", TEXT, settings)
         text = "import os\n" + TEXT
         worker.edit("file:///a.py", Edit(0, 0, "import os\n"), text, settings)
-        stale = (await worker.stats(["file:///a.py"]))["file:///a.py"]["stale"]
+        await worker.session_text("file:///a.py")  # queued after the edit: it ran
+        stale = worker.published["file:///a.py"]["stale"]
         assert stale > 100
 
         gate = threading.Event()  # holds the model thread so the next jobs queue up behind it
@@ -33,12 +35,16 @@ async def test_a_queued_edit_stops_an_idle_refresh_between_layers(tiny_model_dir
         gate.set()
         await held
         assert await refresh == 0, "the refresh found an edit waiting and stopped before any layer"
-        after = (await worker.stats(["file:///a.py"]))["file:///a.py"]
-        assert after["stale"] >= stale
+        await worker.session_text("file:///a.py")
+        assert worker.published["file:///a.py"]["stale"] >= stale
 
+        published = []
         while await worker.refresh(64):  # nothing waiting: it runs to the end
-            pass
-        assert (await worker.stats(["file:///a.py"]))["file:///a.py"]["stale"] == 0
+            published.append(worker.published["file:///a.py"]["stale"])
+        assert published == sorted(published, reverse=True) and published[-1] == 0 < published[0]
         assert await worker.session_text("file:///a.py") == "# x\n" + text
+        worker.close("file:///a.py")
+        await worker.session_text("file:///a.py")
+        assert "file:///a.py" not in worker.published
     finally:
         worker.shutdown()
