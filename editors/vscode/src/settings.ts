@@ -9,6 +9,7 @@ export interface Settings {
   model: string;
   device: string;
   dtype: string;
+  threads: number;
   strategy: string;
   drafts: number;
   maxLines: number;
@@ -27,6 +28,7 @@ export const DEFAULTS: Settings = {
   model: "",
   device: "cpu",
   dtype: "float32",
+  threads: 0,
   strategy: "pie",
   drafts: 1,
   maxLines: 8,
@@ -46,6 +48,7 @@ export function readSettings(get: SettingGetter): Settings {
     model: get("model", DEFAULTS.model).trim(),
     device: get("device", DEFAULTS.device).trim() || DEFAULTS.device,
     dtype: get("dtype", DEFAULTS.dtype),
+    threads: get("threads", DEFAULTS.threads),
     strategy: get("strategy", DEFAULTS.strategy),
     drafts: get("drafts", DEFAULTS.drafts),
     maxLines: get("maxLines", DEFAULTS.maxLines),
@@ -63,6 +66,7 @@ export function serverOptions(s: Settings): Record<string, unknown> {
   const options: Record<string, unknown> = {
     device: s.device,
     dtype: s.dtype,
+    threads: s.threads,
     strategy: s.strategy,
     drafts: s.drafts,
     max_lines: s.maxLines,

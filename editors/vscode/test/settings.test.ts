@@ -30,6 +30,7 @@ describe("settings", () => {
       model: "smollm2-135m",
       device: "cpu",
       dtype: "float32",
+      threads: 0,
       strategy: "pie",
       drafts: 2,
       max_lines: 3,
@@ -56,7 +57,7 @@ describe("settings", () => {
 
   it("restart only for the command and the languages; model and sampling go over didChangeConfiguration", () => {
     const base = settings();
-    for (const change of [{ model: "qwen2.5-coder-0.5b" }, { device: "cuda" }, { drafts: 5 }, { strategy: "recompute" }, { enabled: false }]) {
+    for (const change of [{ model: "qwen2.5-coder-0.5b" }, { device: "cuda" }, { threads: 1 }, { drafts: 5 }, { strategy: "recompute" }, { enabled: false }]) {
       assert.equal(needsRestart(base, settings(change)), false, JSON.stringify(change));
     }
     for (const change of [{ "server.command": "/opt/kvsplice" }, { "server.pythonPath": "python3" }, { languages: ["python"] }]) {
