@@ -18,6 +18,11 @@ function isExecutableFile(file: string, platform: NodeJS.Platform): boolean {
   }
 }
 
+/** Whether `command` names a file by path rather than a name to look up on PATH. */
+export function hasDirectory(command: string, platform: NodeJS.Platform = process.platform): boolean {
+  return command.includes("/") || (platform === "win32" && command.includes("\\"));
+}
+
 /**
  * The absolute path `command` would run as, or undefined when nothing runs. A command with a
  * directory part is taken as a path (relative ones against `cwd`); a bare name is looked up
@@ -33,12 +38,12 @@ export function resolveExecutable(
   const extensions = platform === "win32"
     ? ["", ...(env.PATHEXT ?? ".COM;.EXE;.BAT;.CMD").split(";").filter(Boolean)]
     : [""];
-  const hasDirectory = command.includes("/") || (platform === "win32" && command.includes("\\"));
-  const directories = hasDirectory
+  const byPath = hasDirectory(command, platform);
+  const directories = byPath
     ? [""]
     : (env.PATH ?? env.Path ?? "").split(p.delimiter).filter(Boolean);
   for (const directory of directories) {
-    const base = hasDirectory ? p.resolve(cwd, command) : p.join(directory, command);
+    const base = byPath ? p.resolve(cwd, command) : p.join(directory, command);
     for (const extension of extensions) {
       if (isExecutableFile(base + extension, platform)) {
         return base + extension;

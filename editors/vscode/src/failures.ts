@@ -1,16 +1,23 @@
 // What to tell the user when the server cannot start or keeps dying, and when to stop
 // restarting it. Kept apart from the VS Code wiring so the wording and policy are tested.
+import { hasDirectory } from "./executable";
 import type { Settings } from "./settings";
 
-export const INSTALL_HINT = "pip install kvsplice";
+/** What the README says: the server installs from a clone of the repository (no package index has it). */
+export const INSTALL_HINT = "pip install .";
+const INSTALL = `run "${INSTALL_HINT}" in a clone of the kvsplice repository`;
 
-export function missingServerMessage(s: Settings): string {
+export function missingServerMessage(s: Settings, platform: NodeJS.Platform = process.platform): string {
   if (s.pythonPath) {
     return `kvsplice: the Python interpreter "${s.pythonPath}" (kvsplice.server.pythonPath) does not exist. `
-      + `Point the setting at a Python that has kvsplice installed (${INSTALL_HINT}), or clear it to use "${s.command}" from PATH.`;
+      + `Point the setting at a Python that has kvsplice installed (${INSTALL}), or clear it to use "${s.command}".`;
+  }
+  if (hasDirectory(s.command, platform)) {
+    return `kvsplice: the server command "${s.command}" (kvsplice.server.command) does not exist or is not executable. `
+      + `Set it to the full path of an installed kvsplice ("which kvsplice" in its environment), or install the server (${INSTALL}).`;
   }
   return `kvsplice: the server command "${s.command}" was not found on PATH. `
-    + `Install it (${INSTALL_HINT}) in an environment on PATH, or set kvsplice.server.command to its full path `
+    + `Install the server into an environment on PATH (${INSTALL}), or set kvsplice.server.command to its full path `
     + `(or kvsplice.server.pythonPath to a Python that has it).`;
 }
 

@@ -1,14 +1,25 @@
 import * as assert from "node:assert/strict";
 
-import { CrashWindow, crashMessage, missingServerMessage, modelFailedMessage } from "../src/failures";
+import { CrashWindow, INSTALL_HINT, crashMessage, missingServerMessage, modelFailedMessage } from "../src/failures";
 import { DEFAULTS } from "../src/settings";
 
 describe("failure messages", () => {
   it("name the missing command and both fixes", () => {
-    const message = missingServerMessage(DEFAULTS);
+    const message = missingServerMessage(DEFAULTS, "linux");
     assert.match(message, /"kvsplice" was not found on PATH/);
-    assert.match(message, /pip install kvsplice/);
     assert.match(message, /kvsplice\.server\.command/);
+  });
+
+  it("give the install the README gives: from a clone, since no package index has kvsplice", () => {
+    assert.equal(INSTALL_HINT, "pip install .");
+    assert.match(missingServerMessage(DEFAULTS, "linux"), /\(run "pip install \." in a clone of the kvsplice repository\)/);
+    assert.doesNotMatch(missingServerMessage(DEFAULTS, "linux"), /pip install kvsplice/);
+  });
+
+  it("say a full path does not exist rather than that it is not on PATH", () => {
+    const message = missingServerMessage({ ...DEFAULTS, command: "/opt/kvsplice/bin/kvsplice" }, "linux");
+    assert.match(message, /"\/opt\/kvsplice\/bin\/kvsplice" \(kvsplice\.server\.command\) does not exist or is not executable/);
+    assert.doesNotMatch(message, /PATH/);
   });
 
   it("blame the python path when one is set", () => {
