@@ -1,7 +1,10 @@
 // VS Code wiring: the language client, settings sync, status bar and commands. The decisions
 // (option names, restart rules, messages, formatting) live in the vscode-free modules.
+import { spawn, type ChildProcess } from "node:child_process";
+import * as path from "node:path";
 import * as vscode from "vscode";
 import {
+  type ChildProcessInfo,
   CloseAction,
   DidChangeConfigurationNotification,
   ErrorAction,
@@ -9,6 +12,7 @@ import {
   State,
 } from "vscode-languageclient/node";
 
+import { SCHEMES, followedDocument } from "./documents";
 import { resolveExecutable } from "./executable";
 import {
   CrashWindow,
@@ -18,13 +22,16 @@ import {
   modelFailedMessage,
   startFailedMessage,
 } from "./failures";
+import { endProcess } from "./process";
+import { ProgressTracker } from "./progress";
 import { Settings, needsRestart, readSettings, serverCommand, serverOptions } from "./settings";
-import { DocumentStats, StatsAnswer, documentStats, statsRows, statsText, statusText } from "./stats";
+import { DocumentStats, StatsAnswer, documentStats, statsRows, statsTask, statsText, statusText, taskText } from "./stats";
 
 const SECTION = "kvsplice";
 const STATS_REQUEST = "kvsplice/stats";
 const STATS_DELAY_MS = 300;
-const LOADING_POLL_MS = 1000;
+const STOP_TIMEOUT_MS = 5_000; // the shutdown/exit handshake
+const EXIT_GRACE_MS = 10_000; // then for the process to exit by itself, before any signal
 
 function currentSettings(): Settings {
   const config = vscode.workspace.getConfiguration(SECTION);
@@ -34,9 +41,15 @@ function currentSettings(): Settings {
 class Kvsplice implements vscode.Disposable {
   private settings = currentSettings();
   private client: LanguageClient | undefined;
+  private process: ChildProcess | undefined;
   private readonly output = vscode.window.createOutputChannel("kvsplice", { log: true });
   private readonly status = vscode.window.createStatusBarItem(vscode.StatusBarAlignment.Right, 100);
   private readonly crashes = new CrashWindow();
+  private readonly progress = new ProgressTracker();
+  /** The latency of the last draft received per document (vscode URI string). */
+  private readonly draftMs = new Map<string, number>();
+  /** The document the status bar is about (see documents.ts). */
+  private document: vscode.TextDocument | undefined;
   private lastStats: DocumentStats | undefined;
   private reportedError: string | undefined;
   private statsTimer: NodeJS.Timeout | undefined;
@@ -44,6 +57,7 @@ class Kvsplice implements vscode.Disposable {
   private missingServer = false;
 
   constructor(context: vscode.ExtensionContext) {
+    this.status.name = "kvsplice";
     this.status.command = "kvsplice.showStats";
     context.subscriptions.push(
       this,
@@ -58,13 +72,11 @@ class Kvsplice implements vscode.Disposable {
         }
       }),
       vscode.workspace.onDidOpenTextDocument((doc) => this.startIfWanted(doc)),
-      vscode.window.onDidChangeActiveTextEditor(() => {
-        this.lastStats = undefined;
-        this.scheduleStats();
-      }),
+      vscode.window.onDidChangeActiveTextEditor(() => this.follow()),
+      vscode.window.onDidChangeVisibleTextEditors(() => this.follow()),
     );
     vscode.workspace.textDocuments.forEach((doc) => this.startIfWanted(doc));
-    this.scheduleStats();
+    this.follow();
   }
 
   dispose(): void {
@@ -73,6 +85,17 @@ class Kvsplice implements vscode.Disposable {
 
   private wants(doc: vscode.TextDocument): boolean {
     return this.settings.languages.includes(doc.languageId);
+  }
+
+  private follow(): void {
+    const visible = vscode.window.visibleTextEditors.map((editor) => editor.document);
+    const doc = followedDocument(vscode.window.activeTextEditor?.document, visible, this.document);
+    if (doc !== this.document) {
+      this.document = doc;
+      this.lastStats = undefined;
+      this.scheduleStats();
+    }
+    this.render();
   }
 
   /** The model loads when the first document that wants drafts opens, not at startup. */
@@ -91,11 +114,8 @@ class Kvsplice implements vscode.Disposable {
       void this.offerFix(missingServerMessage(s), "kvsplice.server", INSTALL_HINT);
       return;
     }
-    const client = new LanguageClient(SECTION, "kvsplice", { command, args, options: { cwd } }, {
-      documentSelector: s.languages.flatMap((language) => [
-        { scheme: "file", language },
-        { scheme: "untitled", language },
-      ]),
+    const client = new LanguageClient(SECTION, "kvsplice", () => this.spawnServer(command, args, cwd), {
+      documentSelector: s.languages.flatMap((language) => SCHEMES.map((scheme) => ({ scheme, language }))),
       initializationOptions: serverOptions(s),
       outputChannel: this.output,
       errorHandler: {
@@ -107,13 +127,27 @@ class Kvsplice implements vscode.Disposable {
           if (!this.settings.enabled) {
             return undefined;
           }
+          const started = Date.now();
           const result = await next(document, position, context, token);
+          // A cancelled or superseded request answers nothing: only drafts that arrived count.
+          if (result != null && !token.isCancellationRequested) {
+            this.draftMs.set(document.uri.toString(), Date.now() - started);
+          }
           this.scheduleStats();
           return result;
         },
         // The suggest widget would show the same drafts again, and the server lets a document's
         // newest completion request supersede the one before, so the two would cancel each other.
         provideCompletionItem: () => undefined,
+        handleWorkDoneProgress: (token, params, next) => {
+          next(token, params);
+          if (this.progress.update(token, params)) {
+            this.render();
+            if (params.kind === "end") {
+              this.scheduleStats();
+            }
+          }
+        },
       },
     });
     this.client = client;
@@ -131,7 +165,23 @@ class Kvsplice implements vscode.Disposable {
     }
   }
 
+  /** The client runs this for every (re)start; the extension owns the process (see process.ts). */
+  private async spawnServer(command: string, args: string[], cwd: string | undefined): Promise<ChildProcessInfo> {
+    const proc = spawn(command, args, { cwd });
+    this.process = proc;
+    proc.on("error", (error) => this.output.error(`server process: ${error.message}`));
+    proc.on("exit", (code, signal) => {
+      const how = signal ? `signal ${signal}` : `code ${code}`;
+      const log = code === 0 ? this.output.info : this.output.error;
+      log.call(this.output, `server process ${proc.pid} exited with ${how}`);
+    });
+    // detached: the client must not kill it 2 s after `exit`; stop() waits for it instead.
+    return { process: proc, detached: true };
+  }
+
   private onServerClosed() {
+    this.progress.clear(); // what was in progress died with the server
+    this.render();
     if (this.crashes.shouldRestart(Date.now())) {
       return { action: CloseAction.Restart };
     }
@@ -157,11 +207,18 @@ class Kvsplice implements vscode.Disposable {
     }
   }
 
+  /** The shutdown/exit handshake, then the process's own exit (signals only for a hung one). */
   async stop(): Promise<void> {
     const client = this.client;
+    const proc = this.process;
     this.client = undefined;
+    this.process = undefined;
+    this.progress.clear();
     if (client?.needsStop()) {
-      await client.stop().catch((error) => this.output.warn(`stopping the server: ${error}`));
+      await client.stop(STOP_TIMEOUT_MS).catch((error) => this.output.warn(`stopping the server: ${error}`));
+    }
+    if (proc) {
+      await endProcess(proc, EXIT_GRACE_MS, (message) => this.output.warn(message));
     }
   }
 
@@ -200,7 +257,8 @@ class Kvsplice implements vscode.Disposable {
       return undefined;
     }
     const uri = this.client.code2ProtocolConverter.asUri(doc.uri);
-    const stats = documentStats(await this.client.sendRequest<StatsAnswer>(STATS_REQUEST, { uri }), uri);
+    const answer = await this.client.sendRequest<StatsAnswer>(STATS_REQUEST, { uri });
+    const stats = documentStats(answer, uri, this.draftMs.get(doc.uri.toString()));
     if (stats?.error && stats.error !== this.reportedError) {
       this.reportedError = stats.error;
       void this.offerFix(modelFailedMessage(stats.model, stats.error), "kvsplice.model");
@@ -208,44 +266,47 @@ class Kvsplice implements vscode.Disposable {
     return stats;
   }
 
-  /**
-   * Stats follow drafts and editor switches, debounced so typing does not flood the server,
-   * and are polled while the model loads so the status bar shows when it is ready.
-   */
-  private scheduleStats(delayMs = STATS_DELAY_MS): void {
+  /** Stats follow drafts, progress ends and editor switches, debounced so typing does not flood the server. */
+  private scheduleStats(): void {
     clearTimeout(this.statsTimer);
     this.statsTimer = setTimeout(async () => {
-      const doc = vscode.window.activeTextEditor?.document;
+      const doc = this.document;
       if (doc && this.wants(doc)) {
-        this.lastStats = await this.requestStats(doc).catch(() => undefined);
+        const stats = await this.requestStats(doc).catch(() => undefined);
+        if (doc === this.document) {
+          this.lastStats = stats;
+        }
       }
       this.render();
-      if (this.lastStats && !this.lastStats.ready && !this.lastStats.error) {
-        this.scheduleStats(LOADING_POLL_MS);
-      }
-    }, delayMs);
+    }, STATS_DELAY_MS);
   }
 
   private render(): void {
-    const doc = vscode.window.activeTextEditor?.document;
+    const doc = this.document;
     if (!this.client || !doc || !this.wants(doc)) {
       this.status.hide();
       return;
     }
-    this.status.text = statusText(this.lastStats, this.settings.model, this.settings.enabled);
+    const fileName = path.posix.basename(doc.uri.path);
+    const task = this.progress.current(fileName) ?? statsTask(this.lastStats, fileName);
+    this.status.text = statusText({
+      stats: this.lastStats, task, fileName, model: this.settings.model, enabled: this.settings.enabled,
+    });
     const tooltip = new vscode.MarkdownString(
       this.settings.enabled ? "**kvsplice** — click for this document's cache stats\n\n" : "**kvsplice** — drafts off\n\n",
     );
     if (this.lastStats) {
       tooltip.appendMarkdown("| | |\n|---|---|\n");
-      statsRows(this.lastStats).forEach(([label, value]) => tooltip.appendMarkdown(`| ${label} | ${value} |\n`));
+      statsRows(this.lastStats, task).forEach(([label, value]) => tooltip.appendMarkdown(`| ${label} | ${value} |\n`));
+    } else if (task) {
+      tooltip.appendText(taskText(task));
     }
     this.status.tooltip = tooltip;
     this.status.show();
   }
 
   private async showStats(): Promise<void> {
-    const doc = vscode.window.activeTextEditor?.document;
+    const doc = this.document;
     if (!doc || !this.wants(doc)) {
       void vscode.window.showInformationMessage("kvsplice: the active editor is not a language kvsplice drafts for (kvsplice.languages).");
       return;
@@ -260,9 +321,10 @@ class Kvsplice implements vscode.Disposable {
     }
     this.lastStats = stats;
     this.render();
+    const fileName = path.posix.basename(doc.uri.path);
     void vscode.window.showInformationMessage(
       `kvsplice: ${vscode.workspace.asRelativePath(doc.uri)}`,
-      { modal: true, detail: statsText(stats) },
+      { modal: true, detail: statsText(stats, this.progress.current(fileName) ?? statsTask(stats, fileName)) },
     );
   }
 }
