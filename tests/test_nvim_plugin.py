@@ -72,6 +72,8 @@ DRAFT_CASES = [
     "typing_the_draft_keeps_the_rest_and_diverging_drops_it",
     "accept_line_walks_a_draft_one_line_at_a_time",
     "identical_drafts_are_shown_once",
+    "progress_tracks_a_model_load_and_an_encode",
+    "progress_puts_the_load_first_and_ignores_what_is_not_kvsplice",
     "every_module_compiles",
     "config_defaults_need_no_options",
     "config_lists_replace_and_tables_merge",
@@ -115,7 +117,9 @@ SCRIPTED_CASES = [
     "setup_again_reconfigures_the_running_server",
     "toggle_turns_drafts_off_and_on",
     "stats_are_formatted_as_aligned_rows",
+    "a_first_encode_shows_as_it_progresses_and_drafts_follow",
     "a_missing_server_is_reported_with_the_fix",
+    "a_missing_server_path_is_reported_as_a_path",
 ]
 
 
@@ -171,3 +175,4 @@ def test_session_spec_against_the_real_server_runs_every_case(real_session_resul
 @pytest.mark.parametrize("name", SESSION_CASES)
 def test_session_with_real_server(real_session_results, name):
     check(real_session_results, name)
+

@@ -1,6 +1,7 @@
--- kvsplice.draft and kvsplice.config: pure logic, no server.
+-- kvsplice.draft, kvsplice.progress and kvsplice.config: pure logic, no server.
 return function(T)
   local draft = require('kvsplice.draft')
+  local progress = require('kvsplice.progress')
   local config = require('kvsplice.config')
 
   local function at(line, character)
@@ -63,6 +64,37 @@ return function(T)
       local b = { row = 0, col = 2, tail = 0, text = '= 1' }
       local c = { row = 0, col = 0, tail = 0, text = 'x = 2' }
       T.eq({ a, c }, draft.distinct({ a, b, c }, 'x ', { 0, 2 }))
+    end },
+
+    { 'progress_tracks_a_model_load_and_an_encode', function()
+      progress.clear()
+      local load = progress.update('m', { kind = 'begin', title = 'kvsplice: loading smollm2-135m', message = 'on cpu' })
+      T.eq({ kind = 'loading', subject = 'smollm2-135m', message = 'on cpu' }, load)
+      progress.update('m', { kind = 'report', message = '3 s' })
+      T.eq('loading smollm2-135m: 3 s', progress.describe(progress.current('a.py')))
+      T.eq('loading smollm2-135m 3 s', progress.short(progress.current('a.py'), 'a.py'))
+      T.truthy(progress.update('m', { kind = 'end', message = vim.NIL }), 'end of a known task')
+      T.eq(nil, progress.current('a.py'), 'nothing after the end')
+      progress.update(7, { kind = 'begin', title = 'kvsplice: encoding a.py', percentage = 0 })
+      progress.update(7, { kind = 'report', message = '1200/4800 tokens', percentage = 25 })
+      T.eq('encoding a.py: 1200/4800 tokens (25%)', progress.describe(progress.current('a.py')))
+      T.eq('encoding 25%', progress.short(progress.current('a.py'), 'a.py'))
+      T.eq('encoding a.py 25%', progress.short(progress.current('b.py'), 'b.py'), 'another file')
+      progress.clear()
+    end },
+
+    { 'progress_puts_the_load_first_and_ignores_what_is_not_kvsplice', function()
+      progress.clear()
+      T.eq(nil, progress.update('x', { kind = 'begin', title = 'indexing' }), 'another title')
+      T.eq(nil, progress.update('y', { kind = 'report', percentage = 5 }), 'a token never begun')
+      progress.update('b', { kind = 'begin', title = 'kvsplice: encoding b.py' })
+      progress.update('a', { kind = 'begin', title = 'kvsplice: encoding a.py' })
+      T.eq('a.py', progress.current('a.py').subject)
+      T.eq('b.py', progress.current('b.py').subject)
+      progress.update('m', { kind = 'begin', title = 'kvsplice: loading qwen2.5-coder-0.5b' })
+      T.eq('loading', progress.current('a.py').kind)
+      progress.clear()
+      T.eq(nil, progress.current('a.py'))
     end },
 
     { 'every_module_compiles', function()

@@ -96,6 +96,21 @@ function T.notifications(fn)
   return seen
 end
 
+--- Messages echoed with nvim_echo while fn runs (fn may wait), as plain strings.
+function T.echoes(fn)
+  local seen, echo = {}, api.nvim_echo
+  api.nvim_echo = function(chunks, ...)
+    seen[#seen + 1] = table.concat(vim.tbl_map(function(chunk) return chunk[1] end, chunks))
+    return echo(chunks, ...)
+  end
+  local ok, err = pcall(fn, seen)
+  api.nvim_echo = echo
+  if not ok then
+    error(err, 0)
+  end
+  return seen
+end
+
 --- Runs :KvspliceStats and returns the message it shows.
 function T.stats_message()
   local seen = T.notifications(function(seen)

@@ -1,5 +1,6 @@
 -- Client behaviour that needs known drafts, against scripted_server.py ($KVSPLICE_TEST_CMD):
--- cycling, line-by-line accepting, cancelling superseded requests, reconfiguring, toggling.
+-- cycling, line-by-line accepting, cancelling superseded requests, reconfiguring, toggling,
+-- showing a first encode's progress.
 return function(T)
   local kvsplice = require('kvsplice')
   local api = vim.api
@@ -11,7 +12,8 @@ return function(T)
   local function setup(init_options)
     kvsplice.setup({
       cmd = cmd,
-      init_options = vim.tbl_extend('force', { model = 'scripted-a', drafts = DRAFTS, delay_ms = 0 }, init_options or {}),
+      init_options = vim.tbl_extend('force', { model = 'scripted-a', drafts = DRAFTS, delay_ms = 0, encode_ms = 0 },
+        init_options or {}),
       debounce_ms = 20,
     })
   end
@@ -134,8 +136,28 @@ return function(T)
     { 'stats_are_formatted_as_aligned_rows', function()
       local lines = vim.split(T.stats_message(), '\n')
       T.eq('model                scripted-b', lines[1])
-      T.eq('tokens cached        120', lines[4])
-      T.eq('last draft ms        20.5', lines[10])
+      T.eq('cache                ready', lines[4])
+      T.eq('tokens cached        120', lines[5])
+      T.eq('last draft ms        20.5', lines[11])
+    end },
+
+    { 'a_first_encode_shows_as_it_progresses_and_drafts_follow', function()
+      setup({ encode_ms = 1200 })
+      T.wait('the new setting', function() return kvsplice.client(bufnr).settings.kvsplice.encode_ms == 1200 end)
+      T.keys('<Esc>')
+      local big, stats
+      local echoes = T.echoes(function()
+        big = T.open('python', { 'import os', '' })
+        T.wait('the encode in the statusline', function() return kvsplice.status(big):match('^kvsplice: encoding %d+%%$') end)
+        stats = T.stats_message()
+        T.keys('Gox')
+        T.wait('a draft once encoded', function() return T.ghost(big) end)
+      end)
+      T.eq('', kvsplice.status(big), 'statusline once encoded')
+      T.truthy(stats:match('cache%s+encoding %d+/%d+ tokens'), 'stats while encoding:\n' .. stats)
+      T.truthy(echoes[1]:match('^kvsplice: encoding case: 0/%d+ tokens %(0%%%)$'), vim.inspect(echoes))
+      T.eq('kvsplice: case ready', echoes[#echoes], vim.inspect(echoes))
+      setup()
     end },
 
     { 'a_missing_server_is_reported_with_the_fix', function()
@@ -146,7 +168,18 @@ return function(T)
       end)
       T.eq(1, #seen, 'notifications')
       T.eq(vim.log.levels.ERROR, seen[1].level)
-      T.truthy(seen[1].msg:find('pip install kvsplice', 1, true), seen[1].msg)
+      T.truthy(seen[1].msg:find('"kvsplice-not-installed" was not found on $PATH', 1, true), seen[1].msg)
+      T.truthy(seen[1].msg:find('run "pip install ." in a clone of the kvsplice repository', 1, true), seen[1].msg)
+    end },
+
+    { 'a_missing_server_path_is_reported_as_a_path', function()
+      local seen = T.notifications(function()
+        kvsplice.setup({ cmd = { '/nonexistent/bin/kvsplice', 'serve' } })
+        T.open('python', { '' })
+      end)
+      T.eq(1, #seen, 'notifications')
+      T.truthy(seen[1].msg:find('"/nonexistent/bin/kvsplice" does not exist or is not executable', 1, true), seen[1].msg)
+      T.truthy(not seen[1].msg:find('PATH', 1, true), seen[1].msg)
     end },
   }
 end

@@ -15,6 +15,9 @@ M.defaults = {
   --- Wait this long after the last keystroke before asking for a draft (neovim <= 0.11; 0.12's
   --- vim.lsp.inline_completion has its own debounce).
   debounce_ms = 75,
+  --- Echo the server's loading and encoding progress as it arrives; false leaves it to a
+  --- statusline showing require("kvsplice").status().
+  progress = true,
   --- Insert-mode keys; false leaves a key unmapped. accept falls back to a literal <Tab>.
   keymaps = {
     accept = '<Tab>',
@@ -34,6 +37,7 @@ function M.resolve(opts)
   vim.validate('init_options', opts.init_options, 'table', true)
   vim.validate('filetypes', opts.filetypes, 'table', true)
   vim.validate('debounce_ms', opts.debounce_ms, 'number', true)
+  vim.validate('progress', opts.progress, 'boolean', true)
   vim.validate('keymaps', opts.keymaps, 'table', true)
   local resolved = vim.tbl_deep_extend('force', vim.deepcopy(M.defaults), opts)
   resolved.cmd = opts.cmd or M.defaults.cmd

@@ -27,7 +27,7 @@ function M.check()
   local exe = vim.fn.exepath(opts.cmd[1])
   if exe == '' then
     health.error(('server command "%s" not found'):format(opts.cmd[1]), {
-      'pip install kvsplice (into an environment on $PATH)',
+      kvsplice.INSTALL .. ', in an environment on $PATH',
       'or give the full path: require("kvsplice").setup({ cmd = { "/path/to/kvsplice", "serve" } })',
     })
     return

@@ -1,11 +1,14 @@
 --- kvsplice for neovim: starts `kvsplice serve` for the configured filetypes and shows its
 --- next-line drafts inline. require("kvsplice").setup() needs no options when `kvsplice` is on PATH.
 local config = require('kvsplice.config')
+local progress = require('kvsplice.progress')
 
 local api = vim.api
 local M = {}
 
 M.NAME = 'kvsplice'
+--- What the README says: the server installs from a clone (no package index has kvsplice).
+M.INSTALL = 'run "pip install ." in a clone of the kvsplice repository'
 local STATS = 'kvsplice/stats'
 
 ---@type table|nil the resolved options once setup() ran
@@ -51,6 +54,10 @@ local function set_keymaps(bufnr, keymaps)
 end
 
 local function on_exit(code, signal)
+  vim.schedule(function()
+    progress.clear() -- what was in progress ended with the server
+    vim.cmd.redrawstatus()
+  end)
   if code ~= 0 or (signal ~= 0 and signal ~= 15) then
     vim.schedule(function()
       vim.notify(
@@ -62,17 +69,40 @@ local function on_exit(code, signal)
   end
 end
 
+local function missing_server_message(exe)
+  if exe:find('/', 1, true) then
+    return ('kvsplice: "%s" does not exist or is not executable. Pass the full path of an installed kvsplice ("which kvsplice" in its environment), or install the server (%s).')
+      :format(exe, M.INSTALL)
+  end
+  return ('kvsplice: "%s" was not found on $PATH. Install the server into an environment on $PATH (%s), or pass its full path: require("kvsplice").setup({ cmd = { "/path/to/kvsplice", "serve" } }).')
+    :format(exe, M.INSTALL)
+end
+
+local function file_name(bufnr)
+  return vim.fs.basename(api.nvim_buf_get_name(bufnr))
+end
+
+--- Shows progress as it arrives: in the statusline (M.status) and, unless `progress = false`,
+--- as a message ("kvsplice: encoding strutils.py: 1200/4900 tokens (24%)").
+local function on_progress(task, value)
+  vim.cmd.redrawstatus()
+  if not M.options.progress then
+    return
+  end
+  local text = progress.describe(task)
+  if value.kind == 'end' then
+    text = type(value.message) == 'string' and value.message or ('%s ready'):format(task.subject)
+  end
+  api.nvim_echo({ { 'kvsplice: ' .. text } }, false, {})
+end
+
 --- Starts (or reuses) the one kvsplice server and attaches `bufnr` to it.
 ---@param bufnr integer
 ---@return integer|nil client_id
 function M.start(bufnr)
   local opts = assert(M.options, 'kvsplice: call require("kvsplice").setup() first')
   if vim.fn.executable(opts.cmd[1]) ~= 1 then
-    vim.notify_once(
-      ('kvsplice: "%s" is not executable. Install the server (pip install kvsplice) into an environment on $PATH, or pass its full path: require("kvsplice").setup({ cmd = { "/path/to/kvsplice", "serve" } }).')
-        :format(opts.cmd[1]),
-      vim.log.levels.ERROR
-    )
+    vim.notify_once(missing_server_message(opts.cmd[1]), vim.log.levels.ERROR)
     return nil
   end
   return vim.lsp.start({
@@ -114,6 +144,19 @@ function M.setup(opts)
       end
     end,
   })
+  api.nvim_create_autocmd('LspProgress', {
+    group = group,
+    callback = function(args)
+      local client = vim.lsp.get_client_by_id(args.data.client_id)
+      local params = args.data.params
+      if client and client.name == M.NAME and type(params.value) == 'table' then
+        local task = progress.update(params.token, params.value)
+        if task then
+          on_progress(task, params.value)
+        end
+      end
+    end,
+  })
   api.nvim_create_autocmd('FileType', {
     group = group,
     pattern = M.options.filetypes,
@@ -152,8 +195,19 @@ function M.toggle()
   vim.notify(('kvsplice: drafts %s'):format(M.enabled and 'on' or 'off'))
 end
 
+--- For a statusline: what drafts in the buffer wait for ("kvsplice: encoding 24%",
+--- "kvsplice: loading smollm2-135m 4 s"), or "" when nothing.
+--- e.g. vim.o.statusline = "%f %{v:lua.require'kvsplice'.status()}"
+---@param bufnr integer|nil
+---@return string
+function M.status(bufnr)
+  local name = file_name(bufnr or api.nvim_get_current_buf())
+  local task = progress.current(name)
+  return task and 'kvsplice: ' .. progress.short(task, name) or ''
+end
+
 --- One document's figures from a kvsplice/stats answer, with the server-wide model, device,
---- dtype, ready and error beside them.
+--- dtype, ready and error beside them (the document's own `ready` becomes `cache_ready`).
 ---@param result table {model, device, dtype, ready, error, documents = {{uri, tokens, ...}}}
 ---@param uri string
 ---@return table|nil
@@ -161,6 +215,7 @@ function M.document_stats(result, uri)
   for _, doc in ipairs(result.documents or {}) do
     if doc.uri == uri then
       local stats = vim.deepcopy(doc)
+      stats.cache_ready = doc.ready ~= false
       for _, key in ipairs({ 'model', 'device', 'dtype', 'ready', 'error' }) do
         stats[key] = result[key]
       end
@@ -184,8 +239,21 @@ function M.stats(bufnr, callback)
   end, bufnr)
 end
 
+--- The document's cache: "encoding 1200/4900 tokens" while the server encodes it.
+local function cache_state(stats)
+  local e = stats.encoding
+  if type(e) == 'table' then
+    return ('encoding %d/%d tokens'):format(e.done, e.total)
+  end
+  if stats.ready == false then
+    return 'waiting for the model'
+  end
+  return stats.cached and stats.cache_ready ~= false and 'ready' or 'none yet'
+end
+
 local STATS_ROWS = {
-  { 'model', 'model' }, { 'device', 'device' }, { 'dtype', 'dtype' }, { 'tokens cached', 'tokens' },
+  { 'model', 'model' }, { 'device', 'device' }, { 'dtype', 'dtype' }, { 'cache', cache_state },
+  { 'tokens cached', 'tokens' },
   { 'reused (last edit)', 'reused' }, { 'encoded (last edit)', 'encoded' },
   { 'rotated (last edit)', 'rotated' }, { 'stale', 'stale' },
   { 'last patch ms', 'last_patch_ms' }, { 'last draft ms', 'last_draft_ms' },
@@ -197,7 +265,7 @@ local STATS_ROWS = {
 function M.format_stats(stats)
   local lines = {}
   for _, row in ipairs(STATS_ROWS) do
-    local value = stats[row[2]]
+    local value = type(row[2]) == 'function' and row[2](stats) or stats[row[2]]
     if type(value) == 'number' and value ~= math.floor(value) then
       value = ('%.1f'):format(value)
     end
