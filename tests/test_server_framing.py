@@ -23,7 +23,8 @@ def read(*chunks: bytes) -> list:
 @settings(max_examples=100)
 @given(st.lists(st.integers(0, 400), max_size=8))
 def test_frames_come_out_whole_however_the_bytes_are_cut(cuts):
-    stream = frame(A) + frame(B, b"Content-Length: %d\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n")
+    typed = b"Content-Length: %d\r\nContent-Type: application/vscode-jsonrpc; charset=utf-8\r\n\r\n"
+    stream = frame(A) + frame(B, typed)
     points = sorted({min(c, len(stream)) for c in cuts})
     chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
     assert read(*chunks) == [A, B]

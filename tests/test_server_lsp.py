@@ -31,6 +31,28 @@ def as_held(text: str) -> str:
     return re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
+def lsp_position(text: str, offset: int, encoding: str = "utf-16") -> types.Position:
+    """The position of a code-point offset, by this module's own arithmetic."""
+    before = text[:offset]
+    last = EOL.split(before)[-1]
+    units = {"utf-16": len(last.encode("utf-16-le", "surrogatepass")) // 2,
+             "utf-8": len(last.encode("utf-8", "surrogatepass"))}[encoding]
+    return types.Position(len(EOL.findall(before)), units)
+
+
+def assert_held(seen, text: str) -> None:
+    """A kvsplice/debugDocument answer says that mirror, syntax tree and engine session all
+    hold the client's `text`."""
+    held = as_held(text)
+    assert seen.text == held
+    assert seen.session_text == held
+    if seen.tree is not None:
+        data = held.encode()
+        assert seen.tree.text.encode() == data[seen.tree.start_byte:]
+        assert not data[:seen.tree.start_byte].strip()
+        assert seen.tree.matches_fresh_parse
+
+
 async def start_server(model: object, encodings: list[str] | None = None, **options):
     """A server subprocess, initialized with `model` and options (by default one torch thread,
     the fastest on a shared CI machine, plain PIE encoded at each edit and no idle refresh, so
@@ -66,11 +88,7 @@ class ClientDoc:
             types.TextDocumentItem(self.uri, language, self.version, text)))
 
     def position(self, offset: int) -> types.Position:
-        before = self.text[:offset]
-        last = EOL.split(before)[-1]
-        units = {"utf-16": len(last.encode("utf-16-le", "surrogatepass")) // 2,
-                 "utf-8": len(last.encode("utf-8", "surrogatepass"))}[self.encoding]
-        return types.Position(len(EOL.findall(before)), units)
+        return lsp_position(self.text, offset, self.encoding)
 
     def change(self, *edits: tuple[int, int, str]) -> None:
         """Send several (start, end, new) edits in one didChange; each is relative to the text
@@ -103,16 +121,7 @@ class ClientDoc:
         return (await request(self.client, "kvsplice/stats", {"uri": self.uri})).documents[0]
 
     async def assert_in_step(self) -> None:
-        """Mirror, syntax tree and engine session all hold the client's text."""
-        seen = await self.debug()
-        held = as_held(self.text)
-        assert seen.text == held
-        assert seen.session_text == held
-        if seen.tree is not None:
-            data = held.encode()
-            assert seen.tree.text.encode() == data[seen.tree.start_byte:]
-            assert not data[:seen.tree.start_byte].strip()
-            assert seen.tree.matches_fresh_parse
+        assert_held(await self.debug(), self.text)
 
 
 async def request(client, method: str, params):

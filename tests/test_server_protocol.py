@@ -174,7 +174,8 @@ async def test_a_too_long_content_length_loses_neither_its_message_nor_the_next(
     first = b'{"jsonrpc": "2.0", "id": "long", "method": "kvsplice/stats"}'
     wire.write(b"Content-Length: %d\r\n\r\n" % (len(first) + 500) + first)
     assert "result" in await wire.answer("long")  # its object is whole: no need to wait for more
-    wire.write(b"Content-Length: 900\r\n\r\n[1, " + frame(b'{"jsonrpc": "2.0", "id": "next", "method": "kvsplice/stats"}'))
+    second = b'{"jsonrpc": "2.0", "id": "next", "method": "kvsplice/stats"}'
+    wire.write(b"Content-Length: 900\r\n\r\n[1, " + frame(second))
     assert "result" in await wire.answer("next")
     assert error_code(await wire.answer(None)) == PARSE_ERROR  # the "[1, " cut short by the next header
 
