@@ -9,7 +9,8 @@ engine session in order (see `change`).
 Every input gets the answer the specs give it (`KvspliceProtocol.receive`; frames are read by
 framing.py, which finds its way back after garbage):
 - a body that is not JSON: Parse error (-32700, id null); not a JSON-RPC message, or an id that
-  is neither an integer nor a string: InvalidRequest (-32600, id null);
+  is neither an integer nor a string: InvalidRequest (-32600; id null unless the message names
+  a method and a valid id);
 - before `initialize`: ServerNotInitialized (-32002) for requests, notifications dropped; a
   second `initialize`, and any request after `shutdown`: InvalidRequest; `exit` ends the process
   at once, with code 0 after `shutdown` and 1 otherwise, as does the end of the input stream;
