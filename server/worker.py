@@ -196,7 +196,7 @@ class ModelWorker:
         if session is not None:
             session.close()
             del self._options[uri]
-            del self.published[uri]
+            self.published.pop(uri, None)
 
     def _drop_sessions(self) -> None:
         for uri in list(self._sessions):
