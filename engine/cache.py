@@ -1,32 +1,38 @@
-"""A document's KV cache: preallocated buffers plus per-slot bookkeeping.
+"""A window's KV cache: buffers that grow on request, plus per-slot bookkeeping.
 
 Slots hold tokens in document order. `positions[s]` is the RoPE position the key in slot s was
 rotated to, and `stale[s]` says its deeper-layer K/V were computed against other text
-(STALE), or were not computed yet (MISSING: a deferred edit's rows, encoded before any read). The
-buffers are `[layers, kv_heads, capacity, head_dim]`, contiguous in the slot dimension per layer
-and head, so moving a range of tokens is one strided copy and the kernels stay simple.
+(STALE), or were not computed yet (MISSING: a deferred edit's rows, a lazy open, an evicted
+cache; encoded before any read). The buffers are `[layers, kv_heads, capacity, head_dim]`,
+contiguous in the slot dimension per layer and head, so moving a range of tokens is one strided
+copy and the kernels stay simple. Every growth is asked of `request(total_bytes)` first (the
+engine's memory budget), which may refuse.
 """
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 
 from kvsplice import kernels
+
+from .errors import MemoryBudgetError
 
 STALE, MISSING = 1, 2  # per-slot marks; 0 (False) is exact
 HEAD = 1  # slot 0 holds a start token (BOS, FIM prefix or separator), so slot = HEAD + token index
 
 
 class KVCache:
-    """K/V buffers that grow geometrically; slots past `length` are scratch."""
+    """K/V buffers; slots past `length` are scratch. Capacity starts at 0 and doubles on demand."""
 
     def __init__(self, layers: int, kv_heads: int, head_dim: int, device: torch.device,
-                 dtype: torch.dtype, capacity: int = 256):
+                 dtype: torch.dtype, request: Callable[[int], None] | None = None):
         self.dims = (layers, kv_heads, head_dim)
         self.device, self.dtype = device, dtype
-        self.k = torch.zeros(layers, kv_heads, capacity, head_dim, device=device, dtype=dtype)
-        self.v = torch.zeros_like(self.k)
+        self.request = request or (lambda nbytes: None)
+        self.growth_cap: int | None = None  # doubling stops here (the window's bound); asks past it are exact
+        self.k = self.v = torch.zeros(layers, kv_heads, 0, head_dim, device=device, dtype=dtype)
         self.length = 0
         self.positions: list[int] = []
         self.stale: list[int] = []
@@ -37,22 +43,42 @@ class KVCache:
 
     @property
     def nbytes(self) -> int:
-        return 2 * self.k.numel() * self.k.element_size()
+        return self.bytes_for(self.capacity)
+
+    def bytes_for(self, slots: int) -> int:
+        layers, heads, dim = self.dims
+        return 2 * layers * heads * slots * dim * torch.empty(0, dtype=self.dtype).element_size()
 
     def reserve(self, slots: int) -> None:
-        """Make room for `slots` slots (live + scratch), doubling so appends stay amortized O(1)."""
+        """Make room for `slots` slots (live + scratch), doubling so appends stay amortized O(1);
+        just `slots` where doubling would not fit the budget. MemoryBudgetError if that does not."""
         if slots <= self.capacity:
             return
-        capacity = max(slots, 2 * self.capacity)
+        doubled = 2 * self.capacity if self.growth_cap is None else min(2 * self.capacity, self.growth_cap)
+        capacity = max(slots, doubled)
+        try:
+            self.request(self.bytes_for(capacity))
+        except MemoryBudgetError:
+            if capacity == slots:
+                raise
+            capacity = slots
+            self.request(self.bytes_for(capacity))
         layers, heads, dim = self.dims
+        keep = min(self.length, self.capacity)
         for name in ("k", "v"):
             old = getattr(self, name)
             new = torch.zeros(layers, heads, capacity, dim, device=self.device, dtype=self.dtype)
-            new[:, :, :self.length] = old[:, :, :self.length]
+            new[:, :, :keep] = old[:, :, :keep]
             setattr(self, name, new)
 
-    def copy(self) -> "KVCache":
+    def drop(self) -> None:
+        """Free the buffers (bookkeeping stays; the owner marks what must be re-encoded)."""
+        self.k = self.v = self.k.new_zeros(*self.dims[:2], 0, self.dims[2])
+
+    def copy(self, request: Callable[[int], None] | None = None) -> "KVCache":
         clone = copy.copy(self)
+        clone.request = request or self.request
+        clone.request(self.nbytes)
         clone.k, clone.v = self.k.clone(), self.v.clone()
         clone.positions, clone.stale = list(self.positions), list(self.stale)
         return clone
@@ -82,11 +108,14 @@ class KVCache:
         self.positions[start:end] = range(start, end)
         self.stale[start:end] = [MISSING] * (end - start)
 
-    def pending(self, end: int, tail_tokens: int = 0) -> list[tuple[int, int]]:
+    def pending(self, end: int, tail_tokens: int = 0, tail_end: int | None = None) -> list[tuple[int, int]]:
         """Slot ranges to encode before reading cache[:end]: every missing slot, and the tail
-        from the first stale slot among the last `tail_tokens` on. Sorted, disjoint."""
-        tail = next((s for s in range(max(0, end - tail_tokens), end) if self.stale[s]), end)
-        return runs([s for s in range(tail) if self.stale[s] == MISSING] + list(range(tail, end)))
+        from the first stale slot among the last `tail_tokens` before `tail_end` (default: end)
+        up to tail_end. Sorted, disjoint."""
+        tail_end = end if tail_end is None else tail_end
+        tail = next((s for s in range(max(0, tail_end - tail_tokens), tail_end) if self.stale[s]), tail_end)
+        missing = [s for s in range(end) if self.stale[s] == MISSING]
+        return runs(missing + list(range(tail, tail_end)))
 
     def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.k[index, :, :self.length], self.v[index, :, :self.length]

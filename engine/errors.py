@@ -11,3 +11,7 @@ class UnsupportedArchitecture(ModelLoadError):
 
 class Cancelled(Exception):
     """A draft was cancelled between two decode steps; the session is unchanged."""
+
+
+class MemoryBudgetError(RuntimeError):
+    """A cache cannot fit in the memory budget even after every other cache was dropped."""

@@ -20,6 +20,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from kvsplice import kernels
 
 from .errors import Cancelled, ModelLoadError, UnsupportedArchitecture
+from .linear import Dense, Int8, make_linear
 
 SUPPORTED = ("llama", "qwen2")
 
@@ -37,6 +38,7 @@ class Shape:
     head_dim: int
     eps: float
     tied: bool
+    max_positions: int  # the trained context: no position may reach it
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> "Shape":
@@ -55,6 +57,7 @@ class Shape:
             head_dim=getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
             eps=config.rms_norm_eps,
             tied=bool(config.tie_word_embeddings),
+            max_positions=config.max_position_embeddings,
         )
 
 
@@ -73,44 +76,57 @@ def rope_inv_freq(config: PretrainedConfig) -> torch.Tensor:
     return inv_freq.to(torch.float32)
 
 
+Linear = Dense | Int8
+
+
 @dataclass
 class Layer:
     norm1: torch.Tensor
-    wqkv: torch.Tensor
-    bqkv: torch.Tensor | None
-    wo: torch.Tensor
+    qkv: Linear
+    o: Linear
     norm2: torch.Tensor
-    w_gate_up: torch.Tensor
-    w_down: torch.Tensor
+    gate_up: Linear
+    down: Linear
 
 
 @dataclass(frozen=True)
 class Segment:
     """Rows of one forward that sit in cache slots [chunk_end - rows, chunk_end) and see keys
-    [0, prefix_len) plus chunk slots [chunk_start, own slot]."""
+    [0, prefix_len) plus chunk slots [chunk_start, own slot]. `keys_end` (decode steps): the
+    attention reads chunk keys up to there, masked, so each row's result is the same however
+    many rows share the step (kernels.attention)."""
 
     prefix_len: int
     chunk_start: int
     chunk_end: int
     rows: int
+    keys_end: int | None = None
 
     @classmethod
     def in_place(cls, start: int, end: int) -> "Segment":
         return cls(start, start, end, end - start)
 
 
-def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    xf = x.to(torch.float32)
-    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * xf.to(x.dtype)
+@dataclass(frozen=True)
+class Copy:
+    """Cache slots [start, end) copied to [to, to + end - start) with keys rotated by `delta`
+    positions, layer by layer: after the forward's own rows are written, before any attends. So
+    a draft can read rows that the same forward encodes (a FIM suffix window with pending rows)."""
+
+    start: int
+    end: int
+    to: int
+    delta: int
 
 
 class Transformer:
-    """Weights of a Llama/Qwen2 model, fused per layer (qkv, gate+up) for fewer weight passes."""
+    """Weights of a Llama/Qwen2 model, fused per layer (qkv, gate+up) for fewer weight passes.
+    `quant` is "none" (dense weights in `dtype`) or "int8" (linear.py; the embedding table and
+    the norms stay in `dtype`)."""
 
     def __init__(self, shape: Shape, inv_freq: torch.Tensor, weights: dict[str, torch.Tensor],
-                 device: torch.device, dtype: torch.dtype):
-        self.shape, self.device, self.dtype = shape, device, dtype
+                 device: torch.device, dtype: torch.dtype, quant: str = "none"):
+        self.shape, self.device, self.dtype, self.quant = shape, device, dtype, quant
         self.inv_freq = inv_freq.to(device)
 
         def take(name: str) -> torch.Tensor:
@@ -129,18 +145,20 @@ class Transformer:
                 bias = torch.cat([take(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
             self.layers.append(Layer(
                 norm1=take(p + "input_layernorm.weight"),
-                wqkv=torch.cat((q, k, v)),
-                bqkv=bias,
-                wo=take(p + "self_attn.o_proj.weight"),
+                qkv=make_linear(torch.cat((q, k, v)), bias, quant),
+                o=make_linear(take(p + "self_attn.o_proj.weight"), None, quant),
                 norm2=take(p + "post_attention_layernorm.weight"),
-                w_gate_up=torch.cat((take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight"))),
-                w_down=take(p + "mlp.down_proj.weight"),
+                gate_up=make_linear(torch.cat((take(p + "mlp.gate_proj.weight"), take(p + "mlp.up_proj.weight"))),
+                                    None, quant),
+                down=make_linear(take(p + "mlp.down_proj.weight"), None, quant),
             ))
         self.norm = take("model.norm.weight")
-        self.lm_head = self.embed if shape.tied or "lm_head.weight" not in weights else take("lm_head.weight")
+        head = self.embed if shape.tied or "lm_head.weight" not in weights else take("lm_head.weight")
+        self.lm_head = make_linear(head, None, quant)
 
     @classmethod
-    def from_folder(cls, folder: Path, device: torch.device, dtype: torch.dtype) -> "Transformer":
+    def from_folder(cls, folder: Path, device: torch.device, dtype: torch.dtype,
+                    quant: str = "none") -> "Transformer":
         config = AutoConfig.from_pretrained(folder)
         shape = Shape.from_config(config)
         files = sorted(Path(folder).glob("*.safetensors"))
@@ -149,12 +167,12 @@ class Transformer:
         weights: dict[str, torch.Tensor] = {}
         for f in files:
             weights.update(load_file(f))
-        return cls(shape, rope_inv_freq(config), weights, device, dtype)
+        return cls(shape, rope_inv_freq(config), weights, device, dtype, quant)
 
     @torch.inference_mode()
     def forward(self, ids: torch.Tensor, positions: torch.Tensor, segments: list[Segment],
                 k_cache: torch.Tensor, v_cache: torch.Tensor, logits_rows: int = 0,
-                interrupt: Callable[[], bool] | None = None) -> torch.Tensor | None:
+                interrupt: Callable[[], bool] | None = None, copies: tuple[Copy, ...] = ()) -> torch.Tensor | None:
         """Run rows ids [N] at positions [N], writing their K/V into the cache slots their
         segments name (in order), and return logits of the last `logits_rows` rows (fp32).
 
@@ -165,32 +183,35 @@ class Transformer:
         """
         s = self.shape
         x = self.embed[ids]
-        slots = torch.cat([torch.arange(g.chunk_end - g.rows, g.chunk_end) for g in segments]).to(self.device)
+        n, q_size, kv_size = ids.shape[0], s.heads * s.head_dim, s.kv_heads * s.head_dim
         positions = positions.to(self.device)
-        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
-        n = ids.shape[0]
+        cos, sin = kernels.rope_angles(positions, self.inv_freq)
+        half = s.head_dim // 2
+        cos, sin = cos[:, None, :half], sin[:, None, :half]
+        if len(segments) == 1:  # one run of slots: a slice, not an index (most forwards)
+            slots = slice(segments[0].chunk_end - n, segments[0].chunk_end)
+        else:
+            slots = torch.cat([torch.arange(g.chunk_end - g.rows, g.chunk_end) for g in segments]).to(self.device)
         for li, layer in enumerate(self.layers):
             if interrupt is not None and interrupt():
                 raise Cancelled(f"forward interrupted before layer {li}")
-            h = _rms_norm(x, layer.norm1, s.eps)
-            qkv = F.linear(h, layer.wqkv, layer.bqkv)
-            q = qkv[:, :q_size].view(n, s.heads, s.head_dim).transpose(0, 1)
-            k = qkv[:, q_size:q_size + kv_size].view(n, s.kv_heads, s.head_dim).transpose(0, 1)
-            v = qkv[:, q_size + kv_size:].view(n, s.kv_heads, s.head_dim).transpose(0, 1)
-            q = kernels.apply_rope(q, positions, self.inv_freq)
-            k_cache[li][:, slots] = kernels.apply_rope(k, positions, self.inv_freq)
-            v_cache[li][:, slots] = v
+            qkv = layer.qkv(F.rms_norm(x, (s.hidden,), layer.norm1, s.eps))
+            qk = kernels.rotate(qkv[:, :q_size + kv_size].view(n, s.heads + s.kv_heads, s.head_dim), cos, sin)
+            q = qk[:, :s.heads].transpose(0, 1)
+            k_cache[li][:, slots] = qk[:, s.heads:].transpose(0, 1)
+            v_cache[li][:, slots] = qkv[:, q_size + kv_size:].view(n, s.kv_heads, s.head_dim).transpose(0, 1)
+            for c in copies:
+                kernels.rotate_and_move_(k_cache[li:li + 1], v_cache[li:li + 1], c.start, c.end,
+                                         c.to - c.start, c.delta, self.inv_freq)
             outs, row = [], 0
             for g in segments:
                 outs.append(kernels.attention(q[:, row:row + g.rows], k_cache[li], v_cache[li],
-                                              g.prefix_len, g.chunk_start, g.chunk_end))
+                                              g.prefix_len, g.chunk_start, g.chunk_end, keys_end=g.keys_end))
                 row += g.rows
-            attn = torch.cat(outs, dim=1).transpose(0, 1).reshape(n, q_size)
-            x = x + F.linear(attn, layer.wo)
-            h = _rms_norm(x, layer.norm2, s.eps)
-            gate, up = F.linear(h, layer.w_gate_up).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, layer.w_down)
+            attn = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+            x += layer.o(attn.transpose(0, 1).reshape(n, q_size))
+            gate, up = layer.gate_up(F.rms_norm(x, (s.hidden,), layer.norm2, s.eps)).chunk(2, dim=-1)
+            x += layer.down(F.silu(gate).mul_(up))
         if not logits_rows:
             return None
-        last = _rms_norm(x[-logits_rows:], self.norm, s.eps)
-        return F.linear(last, self.lm_head).to(torch.float32)
+        return self.lm_head(F.rms_norm(x[-logits_rows:], (s.hidden,), self.norm, s.eps)).to(torch.float32)

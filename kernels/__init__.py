@@ -5,9 +5,9 @@ kernel when its tensors are on CUDA and triton imports, and to the exact torch r
 otherwise; `KVSPLICE_KERNELS=auto|triton|torch` overrides.
 """
 from .attention import attention, chunk_attention, decode_attention
-from .rotary import apply_rope, rerotate_, rope_angles, rotate_and_move_
+from .rotary import apply_rope, rerotate_, rope_angles, rotate, rotate_and_move_
 
 __all__ = [
-    "apply_rope", "attention", "chunk_attention", "decode_attention", "rerotate_", "rope_angles",
+    "apply_rope", "attention", "chunk_attention", "decode_attention", "rerotate_", "rope_angles", "rotate",
     "rotate_and_move_",
 ]

@@ -20,33 +20,40 @@ import torch.nn.functional as F
 
 from .dispatch import jit, tl, triton, use_triton
 
-# Rows per kv head (query rows x group size) up to which an op counts as decode: the reference
-# then uses one batched matmul per segment, the Triton path small row blocks split over the keys.
+# Rows per kv head (query rows x group size) up to which the Triton path counts an op as decode
+# (small row blocks split over the keys), and query rows up to which the reference uses one
+# batched matmul per segment (decode steps with their speculative rows).
 _DECODE_ROWS = 16
 
 
 # ---- torch reference ---------------------------------------------------------------------------
 
-def _chunk_mask(m: int, chunk_len: int, device: torch.device) -> torch.Tensor:
-    """[m, chunk_len] bool: row i sees chunk keys up to its own slot (bottom-right causal)."""
+def _chunk_mask(m: int, chunk_len: int, device: torch.device, columns: int | None = None) -> torch.Tensor:
+    """[m, columns (default chunk_len)] bool: row i sees chunk keys up to its own slot
+    (bottom-right causal in the chunk; columns past the chunk are never seen)."""
     rows = torch.arange(m, device=device)[:, None] + (chunk_len - m)
-    return torch.arange(chunk_len, device=device)[None, :] <= rows
+    return torch.arange(chunk_len if columns is None else columns, device=device)[None, :] <= rows
 
 
-def _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale):
+def _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end=None):
     """Scores per segment with grouped heads folded into rows, in fp32: K/V are read as views
     (no copy for an fp32 cache), never expanded per query head nor concatenated. For decode,
-    where it beats SDPA on CPU for long caches (2x at 8k keys) and for a draft's two segments."""
+    where it beats SDPA on CPU for long caches (2x at 8k keys) and for a draft's two segments.
+    Chunk keys are read up to `keys_end` (default chunk_end), masked past each row's own slot:
+    every reduction then runs over the same keys however many rows share the call, so a row's
+    result does not depend on them (speculative rows equal plain decoding, bit for bit)."""
     hq, m, dim = q.shape
     hkv = k.shape[0]
-    ranges = ([(0, prefix_len)] if prefix_len else []) + [(chunk_start, chunk_end)]
+    keys_end = chunk_end if keys_end is None else keys_end
+    ranges = ([(0, prefix_len)] if prefix_len else []) + [(chunk_start, keys_end)]
     keys = [k[:, a:b].float() for a, b in ranges]
     values = [v[:, a:b].float() for a, b in ranges]
     qg = q.float().reshape(hkv, (hq // hkv) * m, dim)
     scores = torch.cat([qg @ kk.transpose(1, 2) for kk in keys], dim=-1) * scale
-    if m > 1:
+    if m > 1 or keys_end > chunk_end:
         by_row = scores.view(hkv, hq // hkv, m, -1)
-        by_row[..., prefix_len:].masked_fill_(~_chunk_mask(m, chunk_end - chunk_start, q.device), float("-inf"))
+        visible = _chunk_mask(m, chunk_end - chunk_start, q.device, keys_end - chunk_start)
+        by_row[..., prefix_len:].masked_fill_(~visible, float("-inf"))
     probs = scores.softmax(dim=-1).split([b - a for a, b in ranges], dim=-1)
     out = sum(p @ vv for p, vv in zip(probs, values))
     return out.view(hq, m, dim).to(q.dtype)
@@ -79,12 +86,12 @@ def _is_decode(q: torch.Tensor, k: torch.Tensor) -> bool:
 
 def attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    prefix_len: int, chunk_start: int, chunk_end: int, scale: float | None = None,
+    prefix_len: int, chunk_start: int, chunk_end: int, scale: float | None = None, keys_end: int | None = None,
 ) -> torch.Tensor:
     """q [Hq, m, D]; k, v [Hkv, S, D] (one layer of the cache). Returns [Hq, m, D]."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if _is_decode(q, k):
-        return _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale)
+    if q.shape[1] <= _DECODE_ROWS:
+        return _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end)
     return _attention_sdpa(q, k, v, prefix_len, chunk_start, chunk_end, scale)
 
 
@@ -221,7 +228,7 @@ def attention_triton(q, k, v, prefix_len, chunk_start, chunk_end, scale=None, *,
 
 # ---- public ops --------------------------------------------------------------------------------
 
-def _check_attention(q, k, v, prefix_len, chunk_start, chunk_end) -> tuple[int, int, int]:
+def _check_attention(q, k, v, prefix_len, chunk_start, chunk_end, keys_end=None) -> tuple[int, int, int]:
     for name, x in (("q", q), ("k", k), ("v", v)):
         if not isinstance(x, torch.Tensor) or x.dim() != 3:
             got = getattr(x, "shape", type(x).__name__)
@@ -249,15 +256,17 @@ def _check_attention(q, k, v, prefix_len, chunk_start, chunk_end) -> tuple[int, 
                          f"chunk_end ({chunk_end}) <= slots ({slots})")
     if m > chunk_end - chunk_start:
         raise ValueError(f"{m} query rows do not fit in the chunk [{chunk_start}, {chunk_end})")
+    if keys_end is not None and not chunk_end <= operator.index(keys_end) <= slots:
+        raise ValueError(f"need chunk_end ({chunk_end}) <= keys_end ({keys_end}) <= slots ({slots})")
     return prefix_len, chunk_start, chunk_end
 
 
-def _attend(q, k, v, prefix_len, chunk_start, chunk_end, scale, block_m, num_splits):
-    prefix_len, chunk_start, chunk_end = _check_attention(q, k, v, prefix_len, chunk_start, chunk_end)
+def _attend(q, k, v, prefix_len, chunk_start, chunk_end, scale, block_m, num_splits, keys_end=None):
+    prefix_len, chunk_start, chunk_end = _check_attention(q, k, v, prefix_len, chunk_start, chunk_end, keys_end)
     if q.shape[1] == 0:
         return torch.empty_like(q)
     if not use_triton(q, k, v):
-        return attention_reference(q, k, v, prefix_len, chunk_start, chunk_end, scale)
+        return attention_reference(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end)
     if block_m is None:
         block_m = _DECODE_ROWS if _is_decode(q, k) else _CHUNK_ROWS
     return attention_triton(q, k, v, prefix_len, chunk_start, chunk_end, scale,
@@ -277,7 +286,11 @@ def chunk_attention(q, k, v, prefix_len, chunk_start, chunk_end, scale=None, *, 
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              prefix_len: int, chunk_start: int, chunk_end: int, scale: float | None = None) -> torch.Tensor:
+              prefix_len: int, chunk_start: int, chunk_end: int, scale: float | None = None,
+              keys_end: int | None = None) -> torch.Tensor:
     """q [Hq, m, D]; k, v [Hkv, S, D] (one layer of the cache, contiguous). Returns [Hq, m, D].
-    Decode or chunk by rows per kv head (m times the group size): rows of a group share K/V loads."""
-    return _attend(q, k, v, prefix_len, chunk_start, chunk_end, scale, None, None)
+    Decode or chunk by rows per kv head (m times the group size): rows of a group share K/V loads.
+    `keys_end` (>= chunk_end): the torch reference reads the chunk's keys up to there, masked, so
+    that a few rows' results do not depend on how many share the call (the Triton kernel skips
+    masked keys by block and does not promise that)."""
+    return _attend(q, k, v, prefix_len, chunk_start, chunk_end, scale, None, None, keys_end)

@@ -36,12 +36,18 @@ def _rotate_into(out: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: tor
     return out
 
 
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [..., D] rotated by angles whose cos/sin [..., D/2] broadcast against x's halves (one
+    call for a forward's queries and keys together, angles computed once per forward)."""
+    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    return _rotate_into(out, x, cos, sin).to(x.dtype)
+
+
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
     """Rotate x [..., T, D] so that row t sits at positions[t]."""
     cos, sin = rope_angles(positions, inv_freq)
     half = x.shape[-1] // 2
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
-    return _rotate_into(out, x, cos[:, :half], sin[:, :half]).to(x.dtype)
+    return rotate(x, cos[:, :half], sin[:, :half])
 
 
 def _delta_angles(delta: int, inv_freq: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,7 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from kvsplice.engine.session import REFRESH_TOKENS, TAIL_TOKENS
+from kvsplice.engine.window import REFRESH_TOKENS, TAIL_TOKENS
 from kvsplice.engine.strategies import STRATEGIES
 
 SECTION = "kvsplice"

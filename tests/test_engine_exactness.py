@@ -29,7 +29,7 @@ def random_edits(rng, session, count):
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_forward_matches_transformers(tiny_model_dir, arch):
     folder = tiny_model_dir(arch, layers=2)
-    engine = Engine("tiny", folder)
+    engine = Engine("tiny", folder, quant="none")
     s = engine.open_session(TEXT)
     ref = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     out = ref(torch.tensor([[s.head_id, *s.token_ids]]), use_cache=True)
@@ -42,7 +42,7 @@ def test_forward_matches_transformers(tiny_model_dir, arch):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_pie_exact_for_single_layer_model(tiny_model_dir, arch):
-    engine = Engine("tiny", tiny_model_dir(arch, layers=1))
+    engine = Engine("tiny", tiny_model_dir(arch, layers=1), quant="none")
     s = engine.open_session(TEXT, strategy="pie")
     rng = random.Random(1)
     for _ in range(4):
@@ -58,7 +58,7 @@ def test_pie_exact_for_single_layer_model(tiny_model_dir, arch):
 
 
 def test_deep_model_pie_exact_prefix_and_layer0_recompute_everywhere_naive_not(tiny_model_dir):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=3))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=3), quant="none")
     sessions = {name: engine.open_session(TEXT, strategy=name) for name in ("pie", "recompute", "naive")}
     for s in sessions.values():
         s.edit(120, 120, "import os\nimport sys\n")
@@ -82,7 +82,7 @@ def test_deep_model_pie_exact_prefix_and_layer0_recompute_everywhere_naive_not(t
 
 @pytest.mark.parametrize("strategy", ["pie", "recompute", "naive", "chunk-reuse"])
 def test_completion_before_all_edits_is_identical_under_every_strategy(tiny_model_dir, strategy):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=2))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=2), quant="none")
     cursor = 400
     # fim=False: with fill-in-the-middle the draft reads the (edited) suffix window on purpose.
     base = engine.open_session(TEXT, strategy="recompute", fim=False).complete(cursor, max_new_tokens=8, n=2)
@@ -94,7 +94,7 @@ def test_completion_before_all_edits_is_identical_under_every_strategy(tiny_mode
 
 
 def test_chunk_reuse_keeps_suffix_after_a_deletion_and_recomputes_after_an_insertion(tiny_model_dir):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1), quant="none")
     s = engine.open_session(TEXT, strategy="chunk-reuse")
     line_end = TEXT.index("\n", 200) + 1
     next_end = TEXT.index("\n", line_end) + 1
@@ -107,7 +107,7 @@ def test_chunk_reuse_keeps_suffix_after_a_deletion_and_recomputes_after_an_inser
 
 
 def test_bad_edit_raises_and_leaves_session_unchanged(tiny_model_dir):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1), quant="none")
     s = engine.open_session("abc\n")
     before = (s.text, list(s.token_ids), s.kv(0)[0].clone())
     for start, end in [(-1, 2), (3, 2), (0, 99)]:
@@ -119,24 +119,24 @@ def test_bad_edit_raises_and_leaves_session_unchanged(tiny_model_dir):
 
 
 def test_unknown_strategy_is_a_clear_error(tiny_model_dir):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1), quant="none")
     with pytest.raises(ValueError, match="pie, recompute, naive, chunk-reuse"):
         engine.open_session("x", strategy="fast")
 
 
 def test_an_edit_that_changes_nothing_costs_nothing_and_marks_nothing_stale(tiny_model_dir):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1), quant="none")
     s = engine.open_session(TEXT)
     report = s.edit(10, 15, TEXT[10:15])
     assert (report.encoded, report.rotated, report.stale) == (0, 0, 0)
 
 
 def test_fork_is_independent_and_can_change_the_strategy(tiny_model_dir):
-    engine = Engine("tiny", tiny_model_dir("llama", layers=1))
+    engine = Engine("tiny", tiny_model_dir("llama", layers=1), quant="none")
     base = engine.open_session(TEXT, strategy="recompute")
     kept = base.kv(0)[0].clone()
     pie = base.fork(strategy="pie", refresh_tokens=8)
-    assert (pie.strategy, pie.refresh_tokens) == ("pie", 8)
+    assert (pie.strategy, pie.window.refresh_tokens) == ("pie", 8)
     report = pie.edit(100, 100, "x = 1\n")
     assert report.rotated > 0 and base.text == TEXT and torch.equal(base.kv(0)[0], kept)
     with pytest.raises(ValueError, match="fim"):

@@ -22,7 +22,7 @@ def edited_session(engine, monkeypatch, backend):
 
 
 def test_triton_and_torch_backends_give_the_same_cache_and_drafts(tiny_model_dir, monkeypatch):
-    engine = Engine.load(str(tiny_model_dir("llama", layers=2)))
+    engine = Engine.load(str(tiny_model_dir("llama", layers=2)), quant="none")
     ref, ref_drafts, ref_logits = edited_session(engine, monkeypatch, "torch")
     tri, tri_drafts, tri_logits = edited_session(engine, monkeypatch, "triton")
     assert tri.text == ref.text and tri.token_ids == ref.token_ids

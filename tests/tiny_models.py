@@ -75,5 +75,5 @@ def last_logits(session):
     c.reserve(c.length + 1)
     last = c.length - 1
     ids = [session.head_id, *session.token_ids]
-    return session.engine.model.forward(torch.tensor([ids[last]]), torch.tensor([last]),
+    return session.runtime.model.forward(torch.tensor([ids[last]]), torch.tensor([last]),
                                         [Segment(last, c.length, c.length + 1, 1)], c.k, c.v, logits_rows=1)[0]
