@@ -52,6 +52,8 @@ class Kvsplice implements vscode.Disposable {
   private document: vscode.TextDocument | undefined;
   private lastStats: DocumentStats | undefined;
   private reportedError: string | undefined;
+  /** Whether a model load's progress ended since the server started (see settled()). */
+  private loadEnded = false;
   private statsTimer: NodeJS.Timeout | undefined;
   /** Set when the server command is missing: no retry (and no repeated error) per opened file. */
   private missingServer = false;
@@ -141,16 +143,19 @@ class Kvsplice implements vscode.Disposable {
         provideCompletionItem: () => undefined,
         handleWorkDoneProgress: (token, params, next) => {
           next(token, params);
-          if (this.progress.update(token, params)) {
+          const task = this.progress.update(token, params);
+          if (task && params.kind === "end") {
+            this.loadEnded ||= task.kind === "loading";
+            this.scheduleStats();
+          }
+          if (task) {
             this.render();
-            if (params.kind === "end") {
-              this.scheduleStats();
-            }
           }
         },
       },
     });
     this.client = client;
+    this.loadEnded = false;
     this.render();
     try {
       await client.start();
@@ -258,12 +263,21 @@ class Kvsplice implements vscode.Disposable {
     }
     const uri = this.client.code2ProtocolConverter.asUri(doc.uri);
     const answer = await this.client.sendRequest<StatsAnswer>(STATS_REQUEST, { uri });
-    const stats = documentStats(answer, uri, this.draftMs.get(doc.uri.toString()));
+    const stats = this.settled(documentStats(answer, uri, this.draftMs.get(doc.uri.toString())));
     if (stats?.error && stats.error !== this.reportedError) {
       this.reportedError = stats.error;
       void this.offerFix(modelFailedMessage(stats.model, stats.error), "kvsplice.model");
     }
     return stats;
+  }
+
+  /**
+   * The server reports an `error` while its model is still loading ("model 'x' is loading");
+   * only one that remains once the load's progress has ended is a failure to show.
+   */
+  private settled(stats: DocumentStats | undefined): DocumentStats | undefined {
+    const loading = !this.loadEnded || this.progress.current()?.kind === "loading";
+    return stats?.error && loading ? { ...stats, error: null } : stats;
   }
 
   /** Stats follow drafts, progress ends and editor switches, debounced so typing does not flood the server. */

@@ -27,28 +27,26 @@ const TITLES: [Task["kind"], RegExp][] = [
 export class ProgressTracker {
   private readonly tasks = new Map<string, Task>();
 
-  /** Applies one notification; true when what is shown may have changed. */
-  update(token: string | number, value: ProgressValue): boolean {
+  /** Applies one notification; returns the task it began, updated or ended (none: not kvsplice's). */
+  update(token: string | number, value: ProgressValue): Task | undefined {
     const key = String(token);
     if (value.kind === "begin") {
       const match = TITLES.map(([kind, re]) => [kind, re.exec(value.title)] as const).find(([, m]) => m);
       if (!match) {
-        return false;
+        return undefined;
       }
-      this.tasks.set(key, { kind: match[0], subject: match[1]![1], message: value.message, percentage: value.percentage });
-      return true;
+      const task: Task = { kind: match[0], subject: match[1]![1], message: value.message, percentage: value.percentage };
+      this.tasks.set(key, task);
+      return task;
     }
     const task = this.tasks.get(key);
-    if (!task) {
-      return false;
-    }
-    if (value.kind === "end") {
+    if (task && value.kind === "end") {
       this.tasks.delete(key);
-    } else {
+    } else if (task && value.kind === "report") {
       task.message = value.message ?? task.message;
       task.percentage = value.percentage ?? task.percentage;
     }
-    return true;
+    return task;
   }
 
   /**

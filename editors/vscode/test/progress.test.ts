@@ -5,11 +5,12 @@ import { ProgressTracker } from "../src/progress";
 describe("progress from the server", () => {
   it("tracks the model load from begin to end", () => {
     const progress = new ProgressTracker();
-    assert.equal(progress.update("t1", { kind: "begin", title: "kvsplice: loading smollm2-135m", message: "on cpu" }), true);
-    assert.deepEqual(progress.current("a.py"), { kind: "loading", subject: "smollm2-135m", message: "on cpu", percentage: undefined });
+    const load = progress.update("t1", { kind: "begin", title: "kvsplice: loading smollm2-135m", message: "on cpu" });
+    assert.deepEqual(load, { kind: "loading", subject: "smollm2-135m", message: "on cpu", percentage: undefined });
+    assert.equal(progress.current("a.py"), load);
     progress.update("t1", { kind: "report", message: "3 s" });
     assert.equal(progress.current("a.py")?.message, "3 s");
-    progress.update("t1", { kind: "end", message: "smollm2-135m ready on cpu (float32)" });
+    assert.equal(progress.update("t1", { kind: "end", message: "smollm2-135m ready on cpu (float32)" }), load);
     assert.equal(progress.current("a.py"), undefined);
   });
 
@@ -34,9 +35,9 @@ describe("progress from the server", () => {
 
   it("ignores progress it does not know and tokens it never saw begin", () => {
     const progress = new ProgressTracker();
-    assert.equal(progress.update("x", { kind: "begin", title: "indexing" }), false);
-    assert.equal(progress.update("y", { kind: "report", percentage: 5 }), false);
-    assert.equal(progress.update("y", { kind: "end" }), false);
+    assert.equal(progress.update("x", { kind: "begin", title: "indexing" }), undefined);
+    assert.equal(progress.update("y", { kind: "report", percentage: 5 }), undefined);
+    assert.equal(progress.update("y", { kind: "end" }), undefined);
     assert.equal(progress.current("a.py"), undefined);
   });
 });
