@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
-from typing import Protocol
+from contextlib import contextmanager
+from typing import Iterator, Protocol
 
 from .errors import MemoryBudgetError
 
@@ -24,6 +25,17 @@ class MemoryBudget:
     def __init__(self, limit_bytes: float | None = None):
         self.limit = limit_bytes  # None: no limit
         self._held: OrderedDict[int, tuple[weakref.ref, int]] = OrderedDict()  # least recent first
+        self._evicting = True
+
+    @contextmanager
+    def without_eviction(self) -> Iterator[None]:
+        """Background work (a first encode in slices, idle refresh) must not drop the cache of a
+        document the user just used: inside, a request that does not fit as it is fails."""
+        self._evicting = False
+        try:
+            yield
+        finally:
+            self._evicting = True
 
     @property
     def used(self) -> int:
@@ -43,13 +55,17 @@ class MemoryBudget:
                 raise MemoryBudgetError(
                     f"{what} needs {nbytes / 2**20:.1f} MB, more than the whole memory budget of "
                     f"{self.limit / 2**20:.1f} MB; raise memory_budget_mb or lower context_tokens")
-            others = [key for key in self._held if key != id(owner)]
+            others = [key for key in self._held if key != id(owner)] if self._evicting else []
             for key in others:
                 if self.used - self._nbytes(id(owner)) + nbytes <= self.limit:
                     break
                 victim = self._held.pop(key)[0]()
                 if victim is not None:
                     victim.drop_buffers()
+            if self.used - self._nbytes(id(owner)) + nbytes > self.limit:
+                raise MemoryBudgetError(
+                    f"{what} needs {nbytes / 2**20:.1f} MB; the memory budget of {self.limit / 2**20:.1f} MB "
+                    f"is held by documents in use (it waits for its next draft)")
         self._held[id(owner)] = (weakref.ref(owner), nbytes)
         self._held.move_to_end(id(owner))
 

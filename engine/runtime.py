@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import torch
 from transformers import AutoTokenizer
 
@@ -21,6 +23,13 @@ FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 # (`kvsplice bench window`); a GPU encodes the trained context in well under a second.
 CONTEXT_TOKENS = {"cpu": 2048}
 GPU_CONTEXT_TOKENS = 32768
+
+
+def default_threads() -> int:
+    """Half the cores, 1 to 4: torch's default of one thread per core was 8-15x slower than one
+    thread on a 2-core machine whenever another process (the editor, a build) held a core, and
+    decode is bound by memory bandwidth, which a few threads already saturate."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:

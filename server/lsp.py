@@ -26,8 +26,8 @@ Answers to completion requests (`textDocument/inlineCompletion`, `textDocument/c
   same document supersedes it (decoding stops before the next token);
 - `ContentModified` (-32801) when the document changed after the request was made (a draft
   already being decoded finishes first, so a newer request can still supersede it);
-- `RequestFailed` (-32803) while no model is usable (the message says why: the load error), or
-  while the document is out of step;
+- `RequestFailed` (-32803) while no model is usable (the message says why: the load error),
+  while the document is out of step, or when its window cannot fit the memory budget;
 - `InvalidParams` (-32602) for unknown documents, lines past the end of the document, params
   that do not parse.
 Requests that arrive while the model loads wait for it (the load is the worker's first job).
@@ -35,8 +35,11 @@ Requests that arrive while the model loads wait for it (the load is the worker's
 Custom requests:
 - `kvsplice/stats` `{uri?}` -> `{model, device, dtype, ready, error, documents: [{uri, version,
   language, in_step, cached, tokens, reused, rotated, encoded, stale, last_patch_ms,
-  last_draft_ms, ...}]}` (the edit counts are those of the last edit; `cached` is false while a
-  document has no cache). Answered at once from what the model worker published after its last
+  last_draft_ms, window: {start, end, context_tokens}, ready, encoding: {done, total} | null,
+  ...}]}` (the edit counts are those of the last edit; `cached` is false while a document has
+  no cache; `ready` is false until its window is encoded, `encoding` says how far that is;
+  `tokens` counts the window's). Each document's first encode is also reported as
+  `$/progress` ("kvsplice: encoding NAME", "done/total tokens"). Answered at once from what the model worker published after its last
   job for each document, never queued behind model work: right after an edit it may not count
   that edit yet.
 - `kvsplice/debugDocument` `{uri}` -> the mirror's text, the syntax tree's text and whether it
@@ -50,7 +53,6 @@ import logging
 import os
 import re
 import sys
-import uuid
 from functools import partial
 from importlib.metadata import version
 from typing import Awaitable, Callable, NoReturn
@@ -64,10 +66,11 @@ from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, default_converter
 
-from kvsplice.engine import Cancelled, ModelLoadError
+from kvsplice.engine import Cancelled, MemoryBudgetError, ModelLoadError
 
 from .documents import Document, PositionError
 from .framing import CHUNK, Framer, Garbage, read_stdin
+from .progress import EncodeProgress, Progress
 from .settings import RELOAD, SESSION, Settings
 from .worker import DraftJob, ModelWorker
 
@@ -241,6 +244,7 @@ class KvspliceServer(LanguageServer):
         self.documents: dict[str, Document] = {}
         self.worker = ModelWorker()
         self.pending: dict[str, DraftJob] = {}  # the live completion request of each document
+        self.encodes: dict[str, EncodeProgress] = {}  # documents whose first encode is reported
         self.activity = asyncio.Event()  # set by edits, requests, settings: restarts the idle timer
         self.idle_refresh: asyncio.Future | None = None
         self.started = False
@@ -349,17 +353,20 @@ class KvspliceServer(LanguageServer):
         reopen = reload or any(getattr(old, key) != getattr(new, key) for key in SESSION)
         if reload:
             self.load_model()
+        elif old.memory_budget_mb != new.memory_budget_mb:
+            self.worker.set_budget(new.memory_budget_mb)
         for doc in self.documents.values():
             if not new.serves(doc.language_id):
                 self.worker.close(doc.uri)
             elif reopen or not old.serves(doc.language_id):
-                self.worker.open(doc.uri, doc.text, new)
+                self.reopen(doc)
 
     def load_model(self) -> None:
         """Queue the load first, so that documents opened meanwhile are encoded after it."""
         if not self.started:
             self.started = True
             self.idle_refresh = asyncio.ensure_future(self._refresh_when_idle())
+            self.worker.on_publish = partial(asyncio.get_running_loop().call_soon_threadsafe, self._published)
         asyncio.ensure_future(self._report_load(self.worker.load(self.settings), self.settings))
 
     async def _refresh_when_idle(self) -> None:
@@ -380,33 +387,36 @@ class KvspliceServer(LanguageServer):
 
     async def _report_load(self, load: asyncio.Future, settings: Settings) -> None:
         """`$/progress` begin / report (seconds so far) / end, where the client takes it."""
-        progress, token = self.work_done_progress, None
-        window = self.client_capabilities.window
-        if window is not None and window.work_done_progress:
-            try:
-                await progress.create_async(candidate := str(uuid.uuid4()))
-                token = candidate
-            except Exception as exc:  # the client refused: load without a progress bar
-                log.warning("window/workDoneProgress/create failed: %s", exc)
-        if token:
-            progress.begin(token, types.WorkDoneProgressBegin(
-                title=f"kvsplice: loading {settings.model}", message=f"on {settings.device}"))
+        progress = await Progress.begin(self, f"kvsplice: loading {settings.model}", f"on {settings.device}")
         seconds = 0
-        while token and not load.done():
+        while progress.token and not load.done():
             await asyncio.wait([load], timeout=1.0)
             seconds += 1
             if not load.done():
-                progress.report(token, types.WorkDoneProgressReport(message=f"{seconds} s"))
+                progress.report(f"{seconds} s")
         try:
             engine = await load
         except ModelLoadError as exc:
             message = f"kvsplice: {exc}"
             self.show(types.MessageType.Error, message)
         else:
-            message = f"{engine.name} ready on {engine.device} ({_dtype_name(engine)})"
+            message = f"{engine.name} ready on {engine.device} ({_dtype_name(engine)}, {engine.quant} linears)"
             self.window_log_message(types.LogMessageParams(types.MessageType.Info, f"kvsplice: {message}"))
-        if token:
-            progress.end(token, types.WorkDoneProgressEnd(message=message))
+        progress.end(message)
+
+    def _published(self, uri: str, snapshot: dict) -> None:
+        """The worker published uri's stats (on the event loop): feed its encode progress."""
+        tracker = self.encodes.get(uri)
+        if tracker is None and not snapshot["ready"] and uri in self.documents:
+            tracker = self.encodes[uri] = EncodeProgress(self, uri)
+        if tracker is not None:
+            tracker.update(snapshot)
+            if snapshot["ready"]:
+                del self.encodes[uri]
+
+    def _stop_encode_progress(self, uri: str) -> None:
+        if (tracker := self.encodes.pop(uri, None)) is not None:
+            tracker.stop()
 
     # -- documents --------------------------------------------------------------------------
 
@@ -414,7 +424,12 @@ class KvspliceServer(LanguageServer):
         encoding = str(getattr(self.workspace.position_encoding, "value", self.workspace.position_encoding))
         doc = self.documents[item.uri] = Document(item.uri, item.text, item.version, item.language_id, encoding)
         if self.settings.serves(doc.language_id):
-            self.worker.open(doc.uri, doc.text, self.settings)
+            self.reopen(doc)
+
+    def reopen(self, doc: Document) -> None:
+        """(Re)make doc's session from the mirror; its first encode reports itself."""
+        self._stop_encode_progress(doc.uri)
+        self.worker.open(doc.uri, doc.text, self.settings)
 
     def change(self, params: types.DidChangeTextDocumentParams) -> None:
         """Apply each change in order to mirror, tree and session. A change that does not fit
@@ -447,6 +462,7 @@ class KvspliceServer(LanguageServer):
             return
         if (job := self.pending.pop(uri, None)) is not None:
             job.cancel("the document was closed")
+        self._stop_encode_progress(uri)
         self.worker.close(uri)
 
     def document(self, uri: str) -> Document:
@@ -482,7 +498,7 @@ class KvspliceServer(LanguageServer):
             raise
         except Cancelled as exc:
             raise JsonRpcRequestCancelled(str(exc) or "cancelled") from None
-        except ModelLoadError as exc:
+        except (ModelLoadError, MemoryBudgetError) as exc:
             raise RequestFailed(str(exc)) from None
         finally:
             if self.pending.get(uri) is job:

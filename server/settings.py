@@ -8,20 +8,26 @@ Both accept the keys flat or under a `"kvsplice"` section, in snake_case or came
 | `model`            | `"smollm2-135m"` | packaged short name, model folder, `.gguf` file or Hugging Face id |
 | `device`           | `"cpu"`          | torch device: `"cpu"`, `"cuda"`, `"cuda:1"`, ...                   |
 | `dtype`            | `"float32"`      | `float32`, `bfloat16` or `float16`                                 |
-| `threads`          | `0`              | torch CPU threads (0: torch's default, one per core); 1 can be many times faster on a busy machine |
+| `quant`            | `"auto"`         | `auto` (int8 linears on CPU in float32, dense elsewhere), `int8` or `none` |
+| `threads`          | `0`              | torch CPU threads (0: half the cores, 1 to 4; the server logs its choice) |
 | `strategy`         | `"pie"`          | how edits reach the cache: `pie`, `recompute`, `naive`, `chunk-reuse` |
 | `refresh_tokens`   | `32`             | also re-encode this many tokens after each edit (the most affected)  |
 | `tail_tokens`      | `16`             | re-encode stale tokens among this many before a draft's cursor, in its first forward |
 | `defer`            | `true`           | leave an edit's tokens unencoded until the next draft (or idle time), which encodes them in its own first forward: one pass over the weights instead of two, and none per keystroke while typing |
+| `context_tokens`   | `0`              | tokens of each document the cache holds, around the latest cursor (0: the device's default, 2048 on CPU; never past the model's trained context) |
+| `fim_suffix`       | `"cache"`        | fill-in-the-middle suffix window: `cache` (its K/V copied from the document cache) or `encode` (encoded per request: exact, slower) |
+| `suffix_tokens`    | `512`            | tokens of text after the cursor that a fill-in-the-middle draft reads |
+| `speculate`        | `8`              | tokens proposed from the document per draft step and verified in the same forward (0: plain greedy; same drafts) |
 | `idle_refresh_ms`  | `1000`           | after this long without edits or requests, re-encode stale tokens until every cache is exact (0: never) |
-| `drafts`           | `1`              | drafts per request (items in the answer)                           |
+| `drafts`           | `1`              | drafts per request (items in the answer), decoded as one batch    |
 | `max_lines`        | `8`              | most lines in a multi-line (block) draft                           |
 | `max_new_tokens`   | `48`             | most tokens decoded per draft                                      |
 | `languages`        | `null`           | languageIds to complete (`null`: all; others are mirrored only)    |
-| `memory_budget_mb` | `2048`           | KV-cache memory for all documents; least recently used lose theirs first (0: only the document in use keeps one) |
+| `memory_budget_mb` | `2048`           | memory for every document's cache (windows, draft scratch, growth); least recently used caches are dropped first and re-encoded on next use; a window that cannot fit alone gets an error |
 
-Changing `model`, `device`, `dtype` or `threads` reloads the model; changing `strategy`,
-`refresh_tokens`, `tail_tokens` or `defer` re-encodes open documents; the others apply to the next request.
+Changing `model`, `device`, `dtype`, `quant` or `threads` reloads the model; changing `strategy`,
+`refresh_tokens`, `tail_tokens`, `defer`, `context_tokens`, `fim_suffix` or `suffix_tokens`
+re-opens documents; the others apply at once.
 """
 from __future__ import annotations
 
@@ -29,12 +35,16 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
-from kvsplice.engine.window import REFRESH_TOKENS, TAIL_TOKENS
+from kvsplice.engine.decode import SPECULATE
+from kvsplice.engine.drafts import FIM_SUFFIX, SUFFIX_TOKENS
+from kvsplice.engine.linear import QUANTS
 from kvsplice.engine.strategies import STRATEGIES
+from kvsplice.engine.window import REFRESH_TOKENS, TAIL_TOKENS
 
 SECTION = "kvsplice"
-RELOAD = ("model", "device", "dtype", "threads")
-SESSION = ("strategy", "refresh_tokens", "tail_tokens", "defer")  # Engine.open_session options
+RELOAD = ("model", "device", "dtype", "quant", "threads")
+# Engine.open_session options
+SESSION = ("strategy", "refresh_tokens", "tail_tokens", "defer", "context_tokens", "fim_suffix", "suffix_tokens")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -43,11 +53,16 @@ class Settings:
     model: str = "smollm2-135m"
     device: str = "cpu"
     dtype: str = "float32"
+    quant: str = "auto"
     threads: int = 0
     strategy: str = "pie"
     refresh_tokens: int = REFRESH_TOKENS
     tail_tokens: int = TAIL_TOKENS
     defer: bool = True  # edit -> first token 24% faster on Qwen 1k (`kvsplice bench edits ... pie+d`)
+    context_tokens: int = 0
+    fim_suffix: str = "cache"
+    suffix_tokens: int = SUFFIX_TOKENS
+    speculate: int = SPECULATE
     idle_refresh_ms: int = 1000
     drafts: int = 1
     max_lines: int = 8
@@ -77,7 +92,9 @@ class Settings:
         return dataclasses.replace(self, **changes), unknown
 
     def session_options(self) -> dict:
-        return {key: getattr(self, key) for key in SESSION}
+        options = {key: getattr(self, key) for key in SESSION}
+        options["context_tokens"] = self.context_tokens or None  # 0: the device's default
+        return options
 
     def serves(self, language_id: str) -> bool:
         return self.languages is None or language_id in self.languages
@@ -90,7 +107,7 @@ def _checked(name: str, value: object) -> object:
     if name in ("drafts", "max_lines", "max_new_tokens"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             fail("a positive integer")
-    elif name in ("threads", "refresh_tokens", "tail_tokens", "idle_refresh_ms"):
+    elif name in ("threads", "refresh_tokens", "tail_tokens", "idle_refresh_ms", "suffix_tokens", "speculate"):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             fail("an integer, 0 or more")
     elif name == "memory_budget_mb":
@@ -102,6 +119,13 @@ def _checked(name: str, value: object) -> object:
         fail("one of " + ", ".join(STRATEGIES))
     elif name == "dtype" and value not in DTYPES:
         fail("one of " + ", ".join(DTYPES))
+    elif name == "quant" and value not in QUANTS:
+        fail("one of " + ", ".join(QUANTS))
+    elif name == "fim_suffix" and value not in FIM_SUFFIX:
+        fail("one of " + ", ".join(FIM_SUFFIX))
+    elif name == "context_tokens":
+        if isinstance(value, bool) or not isinstance(value, int) or not (value == 0 or value >= 64):
+            fail("0 (the device's default) or an integer of at least 64")
     elif name == "languages":
         if value is None:
             return None

@@ -1,11 +1,15 @@
 """The model thread: the engine and every document's session live on one worker thread.
 
-Loads, edits, drafts and stats run as jobs in submission order, so each session sees its
-document's edits in the order the editor made them, and the event loop never waits on the model.
-A session is (re)made from a text snapshot whenever it is missing (model loaded after the
-document opened, evicted for memory, opened with other session options) or not holding that text.
-Idle refresh is the one job that gives way: it stops between two layers as soon as a job the
-user waits on (a load, open, edit or draft) is queued behind it.
+Loads, edits and drafts run as jobs in submission order, so each session sees its document's
+edits in the order the editor made them, and the event loop never waits on the model. A session
+is (re)made from a text snapshot whenever it is missing (model loaded after the document opened,
+opened with other session options) or not holding that text. Opening only tokenizes: the
+window's first encode runs as slices of ENCODE_SLICE tokens, each a job of its own behind
+whatever was queued meanwhile, so other documents, edits and drafts never wait for a big one (a
+draft encodes what it reads itself). Slices and idle refresh give way: they stop between two
+layers as soon as a job the user waits on (a load, open, edit or draft) is queued behind them.
+The engine's memory budget drops least recently used caches; their sessions stay, and a draft
+re-encodes what it reads.
 
 After every job that touches a session the worker publishes that session's stats in `published`
 (one dict item assigned per job), so that the event loop answers `kvsplice/stats` from it
@@ -22,13 +26,15 @@ from typing import Any, Callable
 
 import torch
 
-from kvsplice.engine import Cancelled, Engine, ModelLoadError, Session
+from kvsplice.engine import Cancelled, Engine, MemoryBudgetError, ModelLoadError, Session
+from kvsplice.engine.runtime import default_threads
 
 from .documents import Edit
 from .settings import Settings
 from .syntax import Stop
 
 log = logging.getLogger(__name__)
+ENCODE_SLICE = 256  # tokens per first-encode job: a second or two on a laptop CPU, less on a GPU
 
 
 class DraftJob:
@@ -53,6 +59,7 @@ class ModelWorker:
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._options: dict[str, dict] = {}  # what each session was opened with
         self.published: dict[str, dict] = {}  # each session's stats after its last job (see above)
+        self.on_publish: Callable[[str, dict], None] = lambda uri, snapshot: None  # called on this thread
         # Urgent jobs submitted (event loop thread) and started (worker thread): one writer each.
         self._submitted = self._started = 0
 
@@ -63,8 +70,12 @@ class ModelWorker:
         return asyncio.wrap_future(self._submit(self._load, settings, urgent=True))
 
     def open(self, uri: str, text: str, settings: Settings) -> None:
-        """Encode a document now, so its first draft finds the cache ready."""
+        """Make a document's session now and encode its window in slices, so that its first
+        draft finds the cache ready (or encodes the rest itself)."""
         self._post(self._open, uri, text, settings, urgent=True)
+
+    def set_budget(self, memory_budget_mb: float) -> None:
+        self._post(self._set_budget, memory_budget_mb)
 
     def edit(self, uri: str, edit: Edit, text_after: str, settings: Settings) -> None:
         self._post(self._edit, uri, edit, text_after, settings, urgent=True)
@@ -115,10 +126,13 @@ class ModelWorker:
     def _load(self, settings: Settings) -> Engine:
         self._drop_sessions()
         self.engine, self.error = None, f"model {settings.model!r} is loading"
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
+        threads = settings.threads or default_threads()
+        torch.set_num_threads(threads)
+        log.info("torch uses %d CPU thread(s) (%s)", threads,
+                 "the threads setting" if settings.threads else "default: half the cores, 1 to 4")
         try:
-            self.engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype)
+            self.engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype,
+                                      quant=settings.quant, memory_budget_mb=settings.memory_budget_mb)
         except Exception as exc:  # any failure to load must reach the user as a message, not a crash
             self.error = str(exc) if isinstance(exc, ModelLoadError) else \
                 f"could not load model {settings.model!r}: {type(exc).__name__}: {exc}"
@@ -137,16 +151,36 @@ class ModelWorker:
             self._close(uri)
             session = None
         if session is None:
-            session = self._sessions[uri] = self.engine.open_session(text, **options)
+            session = self._sessions[uri] = self.engine.open_session(text, encode=False, **options)
             self._options[uri] = options
             self._publish(uri)
         self._sessions.move_to_end(uri)
-        self._evict(settings.memory_budget_mb * 2**20)
         return session
 
     def _open(self, uri: str, text: str, settings: Settings) -> None:
         if self.engine is not None:
-            self._session(uri, text, settings)
+            self._encode_slice(uri, self._session(uri, text, settings))
+
+    def _encode_slice(self, uri: str, session: Session) -> None:
+        """Encode the next slice of a window's first encode, then queue the next slice behind
+        whatever was submitted meanwhile (until the window is encoded, or the session replaced)."""
+        if self._sessions.get(uri) is not session or not session.window.missing:
+            return
+        try:
+            with self.engine.memory.without_eviction():
+                session.encode_missing(ENCODE_SLICE, interrupt=self._queued)
+        except Cancelled:
+            pass  # a user's job is waiting: it runs first, this slice is taken up again after it
+        except MemoryBudgetError as exc:
+            log.info("%s: %s", uri, exc)
+            return
+        finally:
+            self._publish(uri)
+        self._post(self._encode_slice, uri, session)
+
+    def _set_budget(self, memory_budget_mb: float) -> None:
+        if self.engine is not None:
+            self.engine.memory.limit = memory_budget_mb * 2**20
 
     def _edit(self, uri: str, edit: Edit, text_after: str, settings: Settings) -> None:
         """Patch the session; one without a cache stays without (remade on its next draft)."""
@@ -162,7 +196,6 @@ class ModelWorker:
             return
         self._publish(uri)
         self._sessions.move_to_end(uri)
-        self._evict(settings.memory_budget_mb * 2**20)
 
     def _complete(self, job: DraftJob, uri: str, text: str, cursor: int, stop: Stop,
                   settings: Settings) -> list[str]:
@@ -171,13 +204,18 @@ class ModelWorker:
         session = self._session(uri, text, settings)
         try:
             return session.complete(cursor, max_new_tokens=settings.max_new_tokens, n=settings.drafts,
-                                    stop=stop, cancelled=job.stopped.is_set)
+                                    stop=stop, cancelled=job.stopped.is_set, speculate=settings.speculate)
         finally:
             self._publish(uri)
 
     def _refresh(self, budget_tokens: int) -> int:
         for uri, session in reversed(self._sessions.items()):
-            if refreshed := session.refresh(budget_tokens, interrupt=self._queued):
+            try:
+                with self.engine.memory.without_eviction():
+                    refreshed = session.refresh(budget_tokens, interrupt=self._queued)
+            except MemoryBudgetError:
+                continue
+            if refreshed:
                 self._publish(uri)
                 return refreshed
             if self._queued():
@@ -189,7 +227,11 @@ class ModelWorker:
         return self._submitted > self._started
 
     def _publish(self, uri: str) -> None:
-        self.published[uri] = self._sessions[uri].stats()
+        """uri's stats, and those of any other session whose cache the budget dropped meanwhile."""
+        for other, session in self._sessions.items():
+            if other == uri or self.published.get(other, {}).get("cached") != session.window.resident:
+                snapshot = self.published[other] = {**session.stats(), "cached": session.window.resident}
+                self.on_publish(other, snapshot)
 
     def _close(self, uri: str) -> None:
         session = self._sessions.pop(uri, None)
@@ -201,17 +243,6 @@ class ModelWorker:
     def _drop_sessions(self) -> None:
         for uri in list(self._sessions):
             self._close(uri)
-
-    def _evict(self, budget: float) -> None:
-        """Free least recently used caches until all fit the budget (the newest always stays)."""
-        sizes = {uri: s.cache.nbytes for uri, s in self._sessions.items()}
-        total = sum(sizes.values())
-        for uri in list(self._sessions)[:-1]:
-            if total <= budget:
-                break
-            log.info("memory budget: dropping the cache of %s", uri)
-            self._close(uri)
-            total -= sizes[uri]
 
 
 def _settle(answer: asyncio.Future, done: Future) -> None:

@@ -64,7 +64,7 @@ async def start_server(model: object, encodings: list[str] | None = None, **opti
         general=types.GeneralClientCapabilities(position_encodings=encodings),
         window=types.WindowClientCapabilities(work_done_progress=True))
     pinned = {"model": str(model), "threads": 1, "idle_refresh_ms": 0, "refresh_tokens": 0, "tail_tokens": 0,
-              "defer": False}
+              "defer": False, "context_tokens": 3072}
     client.init_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities, initialization_options={**pinned, **options}))
     return client
@@ -123,6 +123,15 @@ class ClientDoc:
     async def assert_in_step(self) -> None:
         assert_held(await self.debug(), self.text)
 
+    async def encoded(self):
+        """Stats once the window's first encode (slices behind the queue) is done."""
+        for _ in range(2400):
+            stats = await self.stats()
+            if stats.ready:
+                return stats
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"{self.uri} was not encoded within 120 s")
+
 
 async def request(client, method: str, params):
     return await asyncio.wait_for(client.protocol.send_request_async(method, params), 120)
@@ -157,6 +166,7 @@ async def real_doc(client):
     """colorsys.py from the standard library, open and encoded."""
     doc = ClientDoc(client, REAL_FILE.read_text())
     await doc.assert_in_step()
+    await doc.encoded()
     return doc
 
 
@@ -166,9 +176,17 @@ async def test_initialize_negotiates_encoding_and_reports_the_model_load(client,
     assert capabilities.text_document_sync.change == types.TextDocumentSyncKind.Incremental
     assert capabilities.inline_completion_provider is not None
     assert capabilities.completion_provider is not None
-    reports = [r for rs in client.progress_reports.values() for r in rs]
-    assert [r.kind for r in reports][0] == "begin" and reports[-1].kind == "end"
-    assert "ready" in reports[-1].message
+    load = next(rs for rs in client.progress_reports.values() if rs[0].title.startswith("kvsplice: loading"))
+    assert load[0].kind == "begin" and load[-1].kind == "end" and "ready" in load[-1].message
+
+
+async def test_a_documents_first_encode_is_reported_as_progress(client, real_doc):
+    """Begun when the window is not encoded yet, tokens done/total while it is, ended when it is."""
+    reports = next(rs for rs in client.progress_reports.values() if rs[0].title.endswith(real_doc.uri.rsplit("/")[-1]))
+    assert reports[0].kind == "begin" and reports[0].title == "kvsplice: encoding doc1.py"
+    assert reports[0].message == f"0/{(await real_doc.stats()).tokens + 1} tokens"
+    assert reports[-1].kind == "end" and reports[-1].message.endswith("tokens ready")
+    assert all(r.kind == "report" and r.message.endswith(" tokens") for r in reports[1:-1])
 
 
 async def test_incremental_edits_of_a_real_file_reach_tree_and_session(real_doc):
@@ -213,6 +231,7 @@ async def test_a_deferred_edit_is_encoded_by_the_next_drafts_first_forward(real_
     doc = real_doc
     configure(doc.client, defer=True)  # the server's default; this module pins it off elsewhere
     try:
+        await doc.encoded()  # re-opened under the new setting
         at = doc.text.index("def hls_to_rgb")
         doc.change((at, at, "z = 3\n"))
         edited = await doc.stats()
@@ -224,6 +243,7 @@ async def test_a_deferred_edit_is_encoded_by_the_next_drafts_first_forward(real_
         await doc.assert_in_step()
     finally:
         configure(doc.client, defer=False)
+        await doc.encoded()
 
 
 async def test_idle_time_re_encodes_stale_tokens_until_the_cache_is_exact(real_doc):
@@ -402,12 +422,22 @@ async def test_languages_setting_limits_drafts_but_not_the_mirror(client):
 
 
 async def test_memory_budget_drops_least_recently_used_caches_and_remakes_them_on_use(client):
-    configure(client, memory_budget_mb=0)
-    first, second = ClientDoc(client, "a = 1\n"), ClientDoc(client, "b = 2\n")
-    assert (await second.stats()).cached and not (await first.stats()).cached
-    await first.inline(5)
+    """About 1,100 tokens of tiny-model K/V (512 bytes a token) and a draft fit in 0.9 MB: one window, not two."""
+    configure(client, memory_budget_mb=0.9)
+    text = REAL_FILE.read_text()[:2000]
+    first, second = ClientDoc(client, text), ClientDoc(client, text.replace("def ", "def _"))
+    await first.inline(len(text))
     assert (await first.stats()).cached and not (await second.stats()).cached
+    await second.inline(len(second.text))
+    assert (await second.stats()).cached and not (await first.stats()).cached
+    await first.inline(len(text))  # re-encoded on use
+    assert (await first.stats()).cached and not (await second.stats()).cached
+    configure(client, memory_budget_mb=0.001)
+    with pytest.raises(JsonRpcException, match="memory_budget_mb") as failure:
+        await first.inline(10)
+    assert failure.value.code == -32803
     configure(client, memory_budget_mb=2048)
+    assert await first.inline(10) is not None
 
 
 async def test_model_that_cannot_load_gives_request_failed_with_its_reason(tmp_path):

@@ -11,6 +11,11 @@ def test_keys_flat_or_in_a_section_snake_or_camel_case():
     assert flat == nested == Settings(max_new_tokens=12, strategy="recompute")
 
 
+def test_context_tokens_zero_means_the_devices_default():
+    assert Settings().session_options()["context_tokens"] is None
+    assert Settings(context_tokens=4096).session_options()["context_tokens"] == 4096
+
+
 def test_a_change_replaces_only_the_keys_it_names_and_reports_unknown_ones():
     base = Settings(drafts=3)
     new, unknown = base.updated({"languages": ["python", "rust"], "colour": "red"})
@@ -29,6 +34,10 @@ def test_a_change_replaces_only_the_keys_it_names_and_reports_unknown_ones():
     ({"languages": "python"}, "a list of languageIds"),
     ({"model": ""}, "a non-empty string"),
     ({"defer": 1}, "true or false"),
+    ({"quant": "int4"}, "one of auto, int8, none"),
+    ({"contextTokens": 32}, "at least 64"),
+    ({"fim_suffix": "copy"}, "one of cache, encode"),
+    ({"speculate": -1}, "0 or more"),
     ("model", "must be an object"),
 ])
 def test_bad_values_are_refused_naming_the_setting(options, message):
@@ -38,6 +47,7 @@ def test_bad_values_are_refused_naming_the_setting(options, message):
 
 def test_session_options_are_what_open_session_takes(tiny_model_dir):
     options = Settings(tail_tokens=4, defer=True).session_options()
-    assert options == {"strategy": "pie", "refresh_tokens": 32, "tail_tokens": 4, "defer": True}
+    assert options == {"strategy": "pie", "refresh_tokens": 32, "tail_tokens": 4, "defer": True,
+                       "context_tokens": None, "fim_suffix": "cache", "suffix_tokens": 512}
     session = Engine("tiny", tiny_model_dir("llama", layers=1)).open_session("x = 1\n", **options)
-    assert (session.tail_tokens, session.defer) == (4, True)
+    assert (session.window.tail_tokens, session.window.defer) == (4, True)

@@ -15,6 +15,12 @@ TEXT = Path(textwrap.__file__).read_text()[:3000]
 pytestmark = pytest.mark.asyncio
 
 
+async def encoded(worker: ModelWorker, uri: str) -> None:
+    """Wait until the document's first encode, in slices behind the queue, is done."""
+    while not (worker.published.get(uri) or {}).get("ready"):
+        await worker.session_text(uri)  # one more job through the queue
+
+
 async def test_a_queued_edit_stops_an_idle_refresh_between_layers(tiny_model_dir):
     worker = ModelWorker()
     settings = Settings(model=str(tiny_model_dir("llama", layers=3)), threads=1, refresh_tokens=0,
@@ -22,6 +28,7 @@ async def test_a_queued_edit_stops_an_idle_refresh_between_layers(tiny_model_dir
     try:
         await worker.load(settings)
         worker.open("file:///a.py", TEXT, settings)
+        await encoded(worker, "file:///a.py")
         text = "import os\n" + TEXT
         worker.edit("file:///a.py", Edit(0, 0, "import os\n"), text, settings)
         await worker.session_text("file:///a.py")  # queued after the edit: it ran
