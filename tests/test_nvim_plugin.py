@@ -12,9 +12,12 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
+
+from kvsplice.engine.packaged import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "editors" / "nvim"
@@ -176,3 +179,41 @@ def test_session_spec_against_the_real_server_runs_every_case(real_session_resul
 def test_session_with_real_server(real_session_results, name):
     check(real_session_results, name)
 
+
+LARGE_FILE_CASES = [
+    "opening_a_large_file_shows_the_model_loading",
+    "a_function_header_gets_a_draft",
+    "the_first_encode_showed_in_the_statusline_and_messages",
+    "nothing_shows_as_in_progress_once_the_draft_is_there",
+]
+# configparser.py is about 12k tokens of real code (strutils.py, where a user first waited, is
+# about as large): its first encode took minutes on a CPU before the server cached a window.
+LARGE_FILE = Path(sysconfig.get_paths()["stdlib"]) / "configparser.py"
+LARGE_FILE_WAIT_S = 900
+
+
+@pytest.fixture(scope="module")
+def large_file_results(nvim, tmp_path_factory):
+    """The default setup with the packaged model on a large real file (one model thread, as on
+    a busy machine)."""
+    prepare("smollm2-135m")
+    kvsplice = installed("kvsplice")
+    assert kvsplice, "the kvsplice command is not installed (pip install -e .)"
+    tmp = tmp_path_factory.mktemp("nvim-large-file")
+    copy = tmp / "project" / LARGE_FILE.name
+    copy.parent.mkdir()
+    shutil.copy(LARGE_FILE, copy)
+    env = {**session_env([kvsplice, "serve"], {"model": "smollm2-135m", "threads": 1}),
+           "KVSPLICE_TEST_FILE": str(copy), "KVSPLICE_TEST_WAIT_MS": str(LARGE_FILE_WAIT_S * 1000)}
+    return run_spec(nvim, "large_file_spec.lua", tmp, env, timeout=2 * LARGE_FILE_WAIT_S)
+
+
+@pytest.mark.real_model
+def test_large_file_spec_lists_the_cases_named_here(large_file_results):
+    assert sorted(large_file_results) == sorted(LARGE_FILE_CASES)
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("name", LARGE_FILE_CASES)
+def test_large_file_with_the_packaged_model(large_file_results, name):
+    check(large_file_results, name)
