@@ -1,7 +1,7 @@
 // A user's session with the kvsplice extension in a real VS Code workbench: code-server serving
 // the built .vsix, Debian's chromium (headless) driven by playwright-core, a real `kvsplice serve`.
-// Cases run in order, each from the state the previous one left; after a failure the rest are
-// reported as not run. Driven by tests/test_vscode_workbench.py through the environment:
+// Cases run in order, each from the state the previous one left; when the first (which starts
+// the workbench) fails, the rest are reported as not run. Driven by tests/test_vscode_workbench.py through the environment:
 //   KVSPLICE_E2E_VSIX       the extension package to install
 //   KVSPLICE_E2E_SERVER     the kvsplice command (kvsplice.server.command)
 //   KVSPLICE_E2E_FILE       a real Python file; a copy is opened and edited
@@ -220,8 +220,9 @@ const cases = [
   }],
 
   ["status_bar_shows_the_cache_figures_and_the_draft_latency", async () => {
+    // Nothing is left to wait for once a draft is in: the next stats answer shows the figures.
     const figures = await until("cache figures in the status bar",
-      async () => ((s) => s && /^smollm2-135m ♻\S+ \+\S+ ↻\S+ \d+ ms$/.test(s.text) && s)(await status()), MODEL_WAIT_MS);
+      async () => ((s) => s && /^smollm2-135m ♻\S+ \+\S+ ↻\S+ \d+ ms$/.test(s.text) && s)(await status()));
     assert.ok(figures.icons.includes("codicon-sparkle"), JSON.stringify(figures));
   }],
 
@@ -303,10 +304,9 @@ const cases = [
 
 async function main() {
   const results = [];
-  let failed;
   for (const [name, run] of cases) {
-    if (failed) {
-      results.push({ name, ok: false, error: `not run: ${failed} failed` });
+    if (results.length && !results[0].ok) {
+      results.push({ name, ok: false, error: `not run: the workbench did not start (${results[0].name} failed)` });
       continue;
     }
     const started = Date.now();
@@ -314,7 +314,6 @@ async function main() {
       await run();
       results.push({ name, ok: true, ms: Date.now() - started });
     } catch (error) {
-      failed = name;
       const shot = page ? await screenshot(`${name}-failed`).catch(() => "(no screenshot)") : "(no page)";
       results.push({ name, ok: false, ms: Date.now() - started, error: `${error?.stack ?? error}\nscreenshot: ${shot}` });
     }
