@@ -190,6 +190,24 @@ def prepare(name: str | PackagedModel, log=print) -> Path:
     return final
 
 
+def gguf(name: str | PackagedModel, log=print) -> Path:
+    """The packaged model's verified GGUF file itself (for peers that read GGUF, such as
+    llama.cpp: `kvsplice bench peer`), assembled once under `model_home()/gguf/`."""
+    model = name if isinstance(name, PackagedModel) else _lookup(name)
+    final = model_home() / "gguf" / model.gguf_name
+    if final.is_file() and final.stat().st_size == model.size:
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{model.name}.", dir=final.parent, ignore_cleanup_errors=True) as tmp:
+        work = Path(tmp)
+        log(f"{model.name}: downloading {model.download_mb} MB of wheels with pip")
+        download_wheels(list(dict.fromkeys(p.requirement for p in model.pieces)), work / "wheels")
+        assemble(model.pieces, work / "wheels", work / model.gguf_name)
+        verify(work / model.gguf_name, model.size, model.sha256)
+        (work / model.gguf_name).rename(final)
+    return final
+
+
 def publish(built: Path, final: Path) -> None:
     """Move a finished folder into place in one rename, so readers see all of it or nothing.
 

