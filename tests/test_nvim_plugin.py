@@ -77,6 +77,7 @@ DRAFT_CASES = [
     "identical_drafts_are_shown_once",
     "progress_tracks_a_model_load_and_an_encode",
     "progress_puts_the_load_first_and_ignores_what_is_not_kvsplice",
+    "a_stats_error_during_the_load_is_not_a_failure",
     "every_module_compiles",
     "config_defaults_need_no_options",
     "config_lists_replace_and_tables_merge",

@@ -97,6 +97,17 @@ return function(T)
       T.eq(nil, progress.current('a.py'))
     end },
 
+    { 'a_stats_error_during_the_load_is_not_a_failure', function()
+      progress.clear()
+      local loading = { ready = false, error = "model 'smollm2-135m' is loading" }
+      T.eq(loading, progress.settled(loading), 'before any progress')
+      progress.update('m', { kind = 'begin', title = 'kvsplice: loading smollm2-135m' })
+      T.eq({ ready = false }, progress.settled(loading), 'while the load runs')
+      T.eq("model 'smollm2-135m' is loading", loading.error, 'the answer itself is left alone')
+      progress.update('m', { kind = 'end' })
+      T.eq(loading, progress.settled(loading), 'after the load')
+    end },
+
     { 'every_module_compiles', function()
       -- kvsplice.native only runs on neovim 0.12, which these tests do not have: at least parse it.
       local files = vim.api.nvim_get_runtime_file('lua/kvsplice/*.lua', true)

@@ -50,7 +50,7 @@ function M.check()
     return
   end
   local response = client:request_sync('kvsplice/stats', { uri = vim.uri_from_bufnr(bufnr) }, 5000, bufnr)
-  local stats = response and response.result
+  local stats = response and response.result and require('kvsplice.progress').settled(response.result)
   if stats and stats.error then
     health.error(('model: %s failed to load: %s'):format(stats.model, stats.error),
       { 'set init_options.model to a packaged name (kvsplice models list), a model folder or a Hugging Face id' })

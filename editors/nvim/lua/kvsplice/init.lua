@@ -235,7 +235,7 @@ function M.stats(bufnr, callback)
   end
   local uri = vim.uri_from_bufnr(bufnr)
   client:request(STATS, { uri = uri }, function(err, result)
-    callback(err, result and M.document_stats(result, uri))
+    callback(err, result and M.document_stats(progress.settled(result), uri))
   end, bufnr)
 end
 

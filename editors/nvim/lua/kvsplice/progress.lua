@@ -68,6 +68,19 @@ function M.current(file_name)
   return own or any
 end
 
+--- The server reports a model that is still loading as an `error` in its kvsplice/stats answer
+--- ("model 'x' is loading"); while the load's progress runs, that is not a failure.
+---@param stats table a kvsplice/stats answer, or one document's figures from it
+---@return table
+function M.settled(stats)
+  local task = M.current()
+  if stats.error and task and task.kind == 'loading' then
+    stats = vim.deepcopy(stats)
+    stats.error = nil
+  end
+  return stats
+end
+
 function M.clear()
   tasks = {}
 end
