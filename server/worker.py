@@ -1,15 +1,23 @@
 """The model thread: the engine and every document's session live on one worker thread.
 
+The engine is a `DocumentEngine` (kvsplice.pool.host): a `Host` of sessions on a model loaded
+here, or with an engine URL (`kvsplice serve --engine URL`) a `RemoteEngine` on a Ray Serve pool
+(remote_engine.py). The worker is the same for both: it keeps the order of jobs, the first-encode
+slices, the published stats, idle refresh and cancellation; what crosses to a remote engine is
+what the engine API takes (open(text), edit(range, new text), complete(cursor, ...), refresh,
+close), never a whole text but at a (re)open.
+
 Loads, edits and drafts run as jobs in submission order, so each session sees its document's
 edits in the order the editor made them, and the event loop never waits on the model. A session
 is (re)made from a text snapshot whenever it is missing (model loaded after the document opened,
-opened with other session options) or not holding that text. Opening only tokenizes: the
-window's first encode runs as slices of ENCODE_SLICE tokens, each a job of its own behind
-whatever was queued meanwhile, so other documents, edits and drafts never wait for a big one (a
-draft encodes what it reads itself). Slices and idle refresh give way: they stop between two
-layers as soon as a job the user waits on (a load, open, edit or draft) is queued behind them.
-The engine's memory budget drops least recently used caches; their sessions stay, and a draft
-re-encodes what it reads.
+opened with other session options) or not holding that text: the engine then raises
+UnknownDocument, and the draft re-opens it from the text and retries once. Opening only
+tokenizes: the window's first encode runs as slices of ENCODE_SLICE tokens, each a job of its
+own behind whatever was queued meanwhile, so other documents, edits and drafts never wait for a
+big one (a draft encodes what it reads itself). Slices and idle refresh give way: they stop
+between two layers as soon as a job the user waits on (a load, open, edit or draft) is queued
+behind them. The engine's memory budget drops least recently used caches; their sessions stay,
+and a draft re-encodes what it reads.
 
 After every job that touches a session the worker publishes that session's stats in `published`
 (one dict item assigned per job), so that the event loop answers `kvsplice/stats` from it
@@ -21,15 +29,18 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import Any, Callable
 
 import torch
 
-from kvsplice.engine import Cancelled, Engine, MemoryBudgetError, ModelLoadError, Session
+from kvsplice.engine import Cancelled, Engine, MemoryBudgetError, ModelLoadError
 from kvsplice.engine.runtime import default_threads
+from kvsplice.pool.host import DocumentEngine, EngineUnavailable, Host, Reopen, UnknownDocument, digest
+from kvsplice.pool.jobs import ModelThread
 
 from .documents import Edit
+from .remote_engine import RemoteEngine
 from .settings import Settings
 from .syntax import Stop
 
@@ -52,21 +63,24 @@ class DraftJob:
 
 
 class ModelWorker:
-    def __init__(self):
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kvsplice-model")
-        self.engine: Engine | None = None
+    """`engine_url`: the pool to use (None: load the model in this process)."""
+
+    def __init__(self, engine_url: str | None = None):
+        self._pool = ModelThread("kvsplice-model")
+        self.engine_url = engine_url
+        self.engine: DocumentEngine | None = None
         self.error = "the model has not been loaded yet"  # why there is no engine
-        self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
-        self._options: dict[str, dict] = {}  # what each session was opened with
+        # Each open document's session options, least recently used first; a new dict per
+        # (re)open, so that a first encode's slices stop when their session is replaced.
+        self._docs: OrderedDict[str, dict] = OrderedDict()
         self.published: dict[str, dict] = {}  # each session's stats after its last job (see above)
         self.on_publish: Callable[[str, dict], None] = lambda uri, snapshot: None  # called on this thread
-        # Urgent jobs submitted (event loop thread) and started (worker thread): one writer each.
-        self._submitted = self._started = 0
 
     # -- called on the event loop ---------------------------------------------------------
 
     def load(self, settings: Settings) -> asyncio.Future:
-        """Drop every session and load settings' model; fails with ModelLoadError."""
+        """Drop every session and load settings' model (or connect to the engine pool); fails
+        with ModelLoadError."""
         return asyncio.wrap_future(self._submit(self._load, settings, urgent=True))
 
     def open(self, uri: str, text: str, settings: Settings) -> None:
@@ -98,20 +112,13 @@ class ModelWorker:
 
     def session_text(self, uri: str) -> asyncio.Future:
         return asyncio.wrap_future(self._submit(
-            lambda: s.text if (s := self._sessions.get(uri)) else None))
+            lambda: self.engine.text(uri) if self.engine is not None and uri in self._docs else None))
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     def _submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False) -> Future:
-        if not urgent:
-            return self._pool.submit(fn, *args)
-        self._submitted += 1
-        return self._pool.submit(self._run_urgent, fn, *args)
-
-    def _run_urgent(self, fn: Callable[..., Any], *args: Any) -> Any:
-        self._started += 1
-        return fn(*args)
+        return self._pool.submit(fn, *args, urgent=urgent)
 
     def _post(self, fn: Callable[..., Any], *args: Any, urgent: bool = False) -> None:
         """Run fn on the worker without waiting; a failure is logged, the worker goes on."""
@@ -123,100 +130,127 @@ class ModelWorker:
 
     # -- on the worker thread -------------------------------------------------------------
 
-    def _load(self, settings: Settings) -> Engine:
+    def _load(self, settings: Settings) -> DocumentEngine:
         self._drop_sessions()
-        self.engine, self.error = None, f"model {settings.model!r} is loading"
-        threads = settings.threads or default_threads()
-        torch.set_num_threads(threads)
-        log.info("torch uses %d CPU thread(s) (%s)", threads,
-                 "the threads setting" if settings.threads else "default: half the cores, 1 to 4")
+        self.engine = None
+        self.error = f"model {settings.model!r} is loading" if self.engine_url is None else \
+            f"connecting to the engine pool at {self.engine_url}"
         try:
-            self.engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype,
-                                      quant=settings.quant, memory_budget_mb=settings.memory_budget_mb)
+            self.engine = self._connect() if self.engine_url is not None else self._load_here(settings)
         except Exception as exc:  # any failure to load must reach the user as a message, not a crash
             self.error = str(exc) if isinstance(exc, ModelLoadError) else \
                 f"could not load model {settings.model!r}: {type(exc).__name__}: {exc}"
             raise ModelLoadError(self.error) from exc
         return self.engine
 
-    def _session(self, uri: str, text: str, settings: Settings) -> Session:
-        """uri's session holding exactly `text` under settings' session options, made or remade
-        as needed; now the most recently used."""
-        if self.engine is None:
-            raise ModelLoadError(self.error)
-        session, options = self._sessions.get(uri), settings.session_options()
-        if session is not None and session.text != text:
-            log.warning("the cache of %s was out of step with the document; re-encoding it", uri)
-        if session is not None and (session.text != text or self._options[uri] != options):
-            self._close(uri)
-            session = None
-        if session is None:
-            session = self._sessions[uri] = self.engine.open_session(text, encode=False, **options)
-            self._options[uri] = options
-            self._publish(uri)
-        self._sessions.move_to_end(uri)
-        return session
+    def _load_here(self, settings: Settings) -> Host:
+        threads = settings.threads or default_threads()
+        torch.set_num_threads(threads)
+        log.info("torch uses %d CPU thread(s) (%s)", threads,
+                 "the threads setting" if settings.threads else "default: half the cores, 1 to 4")
+        return Host(Engine.load(settings.model, device=settings.device, dtype=settings.dtype,
+                                quant=settings.quant, memory_budget_mb=settings.memory_budget_mb))
+
+    def _connect(self) -> RemoteEngine:
+        """The pool serves its own model: the model, device, dtype, quant, threads and
+        memory_budget_mb settings are the pool's to choose (`kvsplice pool serve`)."""
+        return RemoteEngine(self.engine_url)
 
     def _open(self, uri: str, text: str, settings: Settings) -> None:
-        if self.engine is not None:
-            self._encode_slice(uri, self._session(uri, text, settings))
+        if self.engine is None:
+            return
+        options = self._open_session(uri, text, settings)
+        self._encode_slice(uri, options)
 
-    def _encode_slice(self, uri: str, session: Session) -> None:
+    def _open_session(self, uri: str, text: str, settings: Settings) -> dict:
+        options = self._docs[uri] = settings.session_options()
+        self._docs.move_to_end(uri)
+        try:
+            self.engine.open(uri, text, options)
+        finally:
+            self._publish()
+        return options
+
+    def _encode_slice(self, uri: str, options: dict) -> None:
         """Encode the next slice of a window's first encode, then queue the next slice behind
         whatever was submitted meanwhile (until the window is encoded, or the session replaced)."""
-        if self._sessions.get(uri) is not session or not session.window.missing:
+        if self._docs.get(uri) is not options:
             return
         try:
-            with self.engine.memory.without_eviction():
-                session.encode_missing(ENCODE_SLICE, interrupt=self._queued)
+            if self.engine.encode(uri, ENCODE_SLICE, interrupt=self._queued):
+                return
         except Cancelled:
             pass  # a user's job is waiting: it runs first, this slice is taken up again after it
-        except MemoryBudgetError as exc:
+        except (MemoryBudgetError, UnknownDocument) as exc:
             log.info("%s: %s", uri, exc)
             return
         finally:
-            self._publish(uri)
-        self._post(self._encode_slice, uri, session)
+            self._publish()
+        self._post(self._encode_slice, uri, options)
 
     def _set_budget(self, memory_budget_mb: float) -> None:
         if self.engine is not None:
-            self.engine.memory.limit = memory_budget_mb * 2**20
+            self.engine.set_budget(memory_budget_mb)
 
     def _edit(self, uri: str, edit: Edit, text_after: str, settings: Settings) -> None:
         """Patch the session; one without a cache stays without (remade on its next draft)."""
-        session = self._sessions.get(uri)
-        if session is None:
+        if uri not in self._docs:
             return
         try:
-            session.edit(edit.start, edit.end, edit.text)
-        except ValueError:
-            log.exception("edit of %s failed; its cache is dropped and remade on next use", uri)
-        if session.text != text_after:
+            self.engine.edit(uri, edit.start, edit.end, edit.text, digest(text_after))
+        except UnknownDocument as exc:
+            log.warning("%s; it is re-opened on its next draft", exc)
             self._close(uri)
             return
-        self._publish(uri)
-        self._sessions.move_to_end(uri)
+        finally:
+            self._publish()
+        self._docs.move_to_end(uri)
 
     def _complete(self, job: DraftJob, uri: str, text: str, cursor: int, stop: Stop,
                   settings: Settings) -> list[str]:
+        """Drafts from uri's session, re-opened from `text` first when it has none under these
+        options; an engine that holds another text (or none: a lost replica, an eviction) says
+        UnknownDocument, and the draft re-opens it and retries once."""
         if job.stopped.is_set():
             raise Cancelled()
-        session = self._session(uri, text, settings)
+        if self.engine is None:
+            raise ModelLoadError(self.error)
+        options = settings.session_options()
+        reopen = None if self._docs.get(uri) == options else Reopen(text, options)
         try:
-            return session.complete(cursor, max_new_tokens=settings.max_new_tokens, n=settings.drafts,
-                                    stop=stop, cancelled=job.stopped.is_set, speculate=settings.speculate)
+            try:
+                return self._draft(job, uri, text, cursor, stop, settings, reopen)
+            except UnknownDocument as exc:
+                log.warning("%s; re-encoding it from the editor's text", exc)
+            try:
+                return self._draft(job, uri, text, cursor, stop, settings, Reopen(text, options))
+            except UnknownDocument as exc:
+                raise EngineUnavailable(f"the engine lost {uri} again right after re-opening it ({exc})") from exc
         finally:
-            self._publish(uri)
+            self._publish()
+
+    def _draft(self, job: DraftJob, uri: str, text: str, cursor: int, stop: Stop, settings: Settings,
+               reopen: Reopen | None) -> list[str]:
+        if reopen is not None:
+            self._docs[uri] = reopen.options
+        self._docs.move_to_end(uri)
+        return self.engine.complete(uri, digest(text), cursor, stop, max_new_tokens=settings.max_new_tokens,
+                                    n=settings.drafts, speculate=settings.speculate, cancelled=job.stopped.is_set,
+                                    reopen=reopen)
 
     def _refresh(self, budget_tokens: int) -> int:
-        for uri, session in reversed(self._sessions.items()):
-            try:
-                with self.engine.memory.without_eviction():
-                    refreshed = session.refresh(budget_tokens, interrupt=self._queued)
-            except MemoryBudgetError:
+        for uri in reversed(self._docs):
+            if not (self.published.get(uri) or {}).get("stale"):
                 continue
+            try:
+                refreshed = self.engine.refresh(uri, budget_tokens, interrupt=self._queued)
+            except Cancelled:
+                return 0
+            except (MemoryBudgetError, UnknownDocument):
+                continue
+            finally:
+                self._publish()
             if refreshed:
-                self._publish(uri)
                 return refreshed
             if self._queued():
                 return 0
@@ -224,24 +258,24 @@ class ModelWorker:
 
     def _queued(self) -> bool:
         """Whether a job the user waits on is queued behind the running one."""
-        return self._submitted > self._started
+        return self._pool.queued()
 
-    def _publish(self, uri: str) -> None:
-        """uri's stats, and those of any other session whose cache the budget dropped meanwhile."""
-        for other, session in self._sessions.items():
-            if other == uri or self.published.get(other, {}).get("cached") != session.window.resident:
-                snapshot = self.published[other] = {**session.stats(), "cached": session.window.resident}
-                self.on_publish(other, snapshot)
+    def _publish(self) -> None:
+        """The stats the engine recorded since the last job (see DocumentEngine.take_changes)."""
+        if self.engine is None:
+            return
+        for uri, snapshot in self.engine.take_changes().items():
+            if uri in self._docs:
+                self.published[uri] = snapshot
+                self.on_publish(uri, snapshot)
 
     def _close(self, uri: str) -> None:
-        session = self._sessions.pop(uri, None)
-        if session is not None:
-            session.close()
-            del self._options[uri]
+        if self._docs.pop(uri, None) is not None:
+            self.engine.close(uri)
             self.published.pop(uri, None)
 
     def _drop_sessions(self) -> None:
-        for uri in list(self._sessions):
+        for uri in list(self._docs):
             self._close(uri)
 
 
