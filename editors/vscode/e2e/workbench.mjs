@@ -316,6 +316,8 @@ async function main() {
     } catch (error) {
       const shot = page ? await screenshot(`${name}-failed`).catch(() => "(no screenshot)") : "(no page)";
       results.push({ name, ok: false, ms: Date.now() - started, error: `${error?.stack ?? error}\nscreenshot: ${shot}` });
+      // A dialog or picker the failed case left open would block the next cases.
+      await page?.keyboard.press("Escape").catch(() => {});
     }
   }
   clearInterval(statusPoller);
