@@ -39,9 +39,15 @@ class Case:
     target: str            # the true next line (without its newline)
     old_text: str          # the document the cache is built on
     edits: tuple[tuple[int, int, str], ...]  # (start, end, new_text) applied in order
+    suffix: str = ""       # mid-file cases: the real code after the target line (the cursor's suffix)
+
+    @property
+    def document(self) -> str:
+        """The true document after the edits: the context, the target line left out, the suffix."""
+        return self.context + self.suffix
 
     def replay(self) -> str:
-        """Apply the edits to old_text; equals `context` (checked by the benchmark)."""
+        """Apply the edits to old_text; equals `document` (checked by the benchmark)."""
         text = self.old_text
         for start, end, new in self.edits:
             text = text[:start] + new + text[end:]
@@ -123,10 +129,14 @@ class CaseMaker:
                 return path, t, ctx
         raise ValueError(f"could not find targets with {self.context} tokens of context in {self.root}")
 
-    def case(self, index: int, edit: str) -> Case:
+    def case(self, index: int, edit: str, suffix_tokens: int = 0) -> Case:
+        """Case `index` (a pure function of it); with `suffix_tokens`, a mid-file case whose
+        document goes on after the target line with up to that many tokens of the file."""
         rng = random.Random(f"{self.seed}:{index}:{self.context}")
         path, t, ctx = self.draw(rng)
-        target = _read_lines(path)[t].rstrip("\r\n")
+        lines = _read_lines(path)
+        target = lines[t].rstrip("\r\n")
+        suffix = "".join(self.truncate(lines[t + 1:][::-1], suffix_tokens)[::-1]) if suffix_tokens else ""
         if edit == "multi":
             kinds = [rng.choice(("insert", "delete", "replace")) for _ in range(3)]
         else:
@@ -134,8 +144,8 @@ class CaseMaker:
         regions = self._regions(rng, ctx, kinds, path)
         old_text, edits = _build(ctx, regions, rng)
         case = Case(index, edit, str(path.relative_to(self.root)), t + 1, "".join(ctx), target,
-                    old_text, tuple(edits))
-        assert case.replay() == case.context
+                    old_text + suffix, tuple(edits), suffix)
+        assert case.replay() == case.document
         return case
 
     def _regions(self, rng: random.Random, ctx: list[str], kinds: list[str], path: Path) -> list[Region]:

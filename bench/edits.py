@@ -82,11 +82,11 @@ def bootstrap_ci(values: list[float], seed: int = 0, level: float = 0.95) -> tup
 
 # -- sessions -----------------------------------------------------------------------------------
 
-def fork(base, variant: str):
+def fork(base, variant: str, **session_options):
     """A copy of the exactly encoded old document that applies edits as `variant` says
     (a strategy, optionally with a refresh and tail window: pie+r32+t16)."""
     strategy, options = parse_variant(variant)
-    return base.fork(strategy=strategy, **options)
+    return base.fork(strategy=strategy, **options, **session_options)
 
 
 def split_oracle(variant: str) -> tuple[str, int]:
@@ -133,20 +133,46 @@ def _plain_progress(iterable, total, desc):
 
 # -- replay -------------------------------------------------------------------------------------
 
+FIM_MODES = {"fim-cache": dict(fim_suffix="cache"), "fim-encode": dict(fim_suffix="encode"), "no-fim": {}}
+
+
+def split_fim(row: str) -> tuple[str, str | None]:
+    """'pie+r32@fim-cache' -> ('pie+r32', 'fim-cache'): mid-file rows name how the draft reads
+    the suffix: its K/V from the cache, encoded per request (exact), or not at all."""
+    variant, _, mode = row.partition("@")
+    if mode and mode not in FIM_MODES:
+        raise ValueError(f"bad row {row!r}: after @ comes one of {', '.join(FIM_MODES)}")
+    return variant, mode or None
+
+
+def reference_of(rows: list[str]) -> str:
+    """The exact row the others are compared with: recompute, reading the suffix exactly."""
+    return next((r for r in rows if r in (REFERENCE, f"{REFERENCE}@fim-encode")), REFERENCE)
+
+
 def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
-    base = engine.open_session(case.old_text, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+    bases = {}  # fill-in-the-middle or not: each needs its own encode (the head token differs)
+    for row in strategies:
+        fim = split_fim(row)[1] not in (None, "no-fim") or (split_fim(row)[1] is None and args.fim)
+        if fim not in bases:
+            bases[fim] = engine.open_session(case.old_text, strategy=REFERENCE, fim=fim, min_chunk=args.min_chunk,
+                                             context_tokens=args.context + args.mid_file + 512)
+    reference = reference_of(strategies)
     order = list(strategies)
     rng.shuffle(order)
     order.sort(key=lambda v: split_oracle(v)[1] > 0)  # oracle rows need recompute's cache: last
     rows, logits, exact = {}, {}, None
+    cursor = len(case.context)
     for strategy in order:
-        variant, oracle = split_oracle(strategy)
-        s = fork(base, variant)
+        variant, mode = split_fim(strategy)
+        variant, oracle = split_oracle(variant)
+        fim = mode not in (None, "no-fim") or (mode is None and args.fim)
+        s = fork(bases[fim], variant, **FIM_MODES.get(mode, {}))
         reports = [s.edit(*e) for e in case.edits]
-        if s.text != case.context:
-            raise AssertionError(f"case {case.index}: replayed text differs from the true context")
+        if s.text != case.document:
+            raise AssertionError(f"case {case.index}: replayed text differs from the true document")
         patch_ms, encoded = sum(r.ms for r in reports), sum(r.encoded for r in reports)
-        if strategy == REFERENCE:
+        if strategy == reference:
             exact = s
         if oracle:
             picked = most_deviant(s, exact, oracle)
@@ -154,22 +180,23 @@ def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
             s.reencode(picked)
             patch_ms, encoded = patch_ms + (time.perf_counter() - t0) * 1e3, encoded + len(picked)
         t0 = time.perf_counter()
-        logits[strategy] = s.next_token_logits()  # encodes deferred rows and the stale tail
+        logits[strategy] = s.next_token_logits(cursor)  # encodes deferred rows and the stale tail
         first_ms = (time.perf_counter() - t0) * 1e3
-        drafts = s.complete(len(s.text), max_new_tokens=args.max_new_tokens, stop="line")
+        drafts = s.complete(cursor, max_new_tokens=args.max_new_tokens, stop="line")
         rows[strategy] = dict(
             case=case.index, edit=case.edit, strategy=strategy, draft=drafts[0] if drafts else "",
-            encoded_tokens=encoded, rotated=sum(r.rotated for r in reports),
-            stale=s.stale, patch_ms=patch_ms, ready_ms=patch_ms + first_ms, tokens=len(s.token_ids))
-    base.close()
+            encoded_tokens=encoded, rotated=sum(r.rotated for r in reports), stale=s.stale,
+            patch_ms=patch_ms, first_ms=first_ms, ready_ms=patch_ms + first_ms, tokens=len(s.token_ids))
+    for base in bases.values():
+        base.close()
     out = []
     for strategy in strategies:
         row = rows[strategy]
         row["em"] = exact_match(row["draft"], case.target)
         row["es"] = edit_similarity(row["draft"], case.target)
-        if REFERENCE in rows:
-            ref = logits[REFERENCE]
-            row["agree"] = exact_match(row["draft"], rows[REFERENCE]["draft"])
+        if reference in rows:
+            ref = logits[reference]
+            row["agree"] = exact_match(row["draft"], rows[reference]["draft"])
             row["first_token_agree"] = float(int(logits[strategy].argmax()) == int(ref.argmax()))
             row["kl"] = kl_divergence(ref, logits[strategy])
         out.append(row)
@@ -181,7 +208,7 @@ def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
     for edit in [*edits, "all"] if len(edits) > 1 else edits:
         mine = [r for r in rows if edit in ("all", r["edit"])]
         by = {s: sorted((r for r in mine if r["strategy"] == s), key=lambda r: r["case"]) for s in strategies}
-        ref = by.get(REFERENCE)
+        ref = by.get(reference_of(list(strategies)))
         ref_ms = statistics.median(r["patch_ms"] for r in ref) if ref else math.nan
         for s in strategies:
             rs = by[s]
@@ -193,6 +220,7 @@ def summarize(rows: list[dict], strategies, edits, seed: int) -> list[dict]:
                        encoded_tokens=_mean([r["encoded_tokens"] for r in rs]),
                        rotated_tokens=_mean([r["rotated"] for r in rs]),
                        patch_ms=statistics.median(r["patch_ms"] for r in rs),
+                       first_ms=_median_if_all([r.get("first_ms") for r in rs]),
                        ready_ms=_median_if_all([r.get("ready_ms") for r in rs]))
             res["patch_ratio"] = res["patch_ms"] / ref_ms if ref_ms else math.nan
             if ref:
@@ -228,7 +256,7 @@ def replay(engine, args, strategies, edits) -> dict:
         if args.time_limit and time.perf_counter() - t0 > args.time_limit:
             print(f"time limit reached after {i} cases", file=sys.stderr)
             break
-        case = maker.case(i, edits[i % len(edits)])
+        case = maker.case(i, edits[i % len(edits)], args.mid_file)
         cases.append(dict(index=i, edit=case.edit, source=case.source, line=case.line_no,
                           target=case.target, context_tokens=len(engine.vocab.encode(case.context)),
                           edits=len(case.edits)))
@@ -262,7 +290,8 @@ def curve(engine, args, strategies) -> dict:
         doc = "".join(lines[:keep])
         old = "".join(lines[:at] + lines[at + k:keep])
         start = sum(len(x) for x in lines[:at])
-        base = engine.open_session(old, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+        base = engine.open_session(old, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk,
+                                   context_tokens=max(contexts) + 512)
         for strategy in strategies:
             times, enc = [], 0
             for _ in range(args.repeats):
@@ -307,9 +336,11 @@ def humaneval(engine, args, strategies) -> dict:
     for p in progress(problems, len(problems), "humaneval", args.progress):
         before, apply, undo = edited(p)
         if args.humaneval_mode == "roundtrip":
-            base = engine.open_session(p.context, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+            base = engine.open_session(p.context, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk,
+                                       context_tokens=4096)
         else:
-            base = engine.open_session(before, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk)
+            base = engine.open_session(before, strategy=REFERENCE, fim=args.fim, min_chunk=args.min_chunk,
+                                       context_tokens=4096)
         order = list(strategies)
         rng.shuffle(order)
         for strategy in order:
@@ -366,19 +397,20 @@ def _ci(ci) -> str:
 
 
 def format_replay(data: dict) -> str:
-    head = (f"{'edit':7} {'strategy':11} {'n':>4} {'EM':>5} {'95% CI':>13} {'ES':>5} {'95% CI':>13} "
+    width = max([11] + [len(r["strategy"]) for r in data["results"]])
+    head = (f"{'edit':7} {'strategy':{width}} {'n':>4} {'EM':>5} {'95% CI':>13} {'ES':>5} {'95% CI':>13} "
             f"{'ΔEM':>5} {'95% CI':>13} {'agree':>5} {'tok1':>5} {'KL':>8} {'encoded':>7} "
-            f"{'patch ms':>9} {'ratio':>6} {'ready ms':>9}")
+            f"{'patch ms':>9} {'ratio':>6} {'first ms':>9} {'ready ms':>9}")
     out = [head, "-" * len(head)]
     for r in data["results"]:
-        out.append(f"{r['edit']:7} {r['strategy']:11} {r['n']:4d} {_pct(r['em'])} {_ci(r['em_ci']):>13} "
+        out.append(f"{r['edit']:7} {r['strategy']:{width}} {r['n']:4d} {_pct(r['em'])} {_ci(r['em_ci']):>13} "
                    f"{_pct(r['es'])} {_ci(r['es_ci']):>13} {_pct(r.get('em_diff', math.nan))} "
                    f"{_ci(r.get('em_diff_ci', (math.nan, math.nan))):>13} {_pct(r.get('agree', math.nan))} "
                    f"{_pct(r.get('first_token_agree', math.nan))} {r.get('kl', math.nan):8.2e} "
                    f"{r['encoded_tokens']:7.1f} {r['patch_ms']:9.1f} {r['patch_ratio']:6.3f} "
-                   f"{r.get('ready_ms', math.nan):9.1f}")
-    out.append("ready ms: median time from the edit until the first draft token's logits (patch, "
-               "then the first forward with any deferred rows and the tail refresh)")
+                   f"{r.get('first_ms', math.nan):9.1f} {r.get('ready_ms', math.nan):9.1f}")
+    out.append("first ms: median time of the first draft token's forward after the edits (deferred rows, tail "
+               "refresh, the FIM suffix window); ready ms: the patch and that forward, edit to first token")
     return "\n".join(out)
 
 
@@ -560,6 +592,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--fim", choices=("off", "on"), default="off",
                    help="fill-in-the-middle drafts for FIM models (off: plain next-line from the left "
                         "context, the PIE paper's setup; the suffix is empty here anyway)")
+    p.add_argument("--mid-file", type=int, default=0, metavar="TOKENS",
+                   help="mid-file cases: the document goes on after the target line with up to TOKENS "
+                        "tokens of the file (the draft's suffix); rows then take @fim-cache, @fim-encode "
+                        "or @no-fim (e.g. recompute@fim-encode,recompute@fim-cache,recompute@no-fim,pie@fim-cache)")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--min-chunk", type=int, default=32, help="chunk-reuse minimum chunk")
     p.add_argument("--replay", action="store_true", help="run the replay too when --curve/--humaneval are given")
@@ -586,12 +622,16 @@ def main(argv: list[str] | None = None) -> int:
     bad = [e for e in edits if e not in EDIT_TYPES]
     for s in strategies:
         try:
-            variant, oracle = split_oracle(s)
+            variant, mode = split_fim(s)
+            variant, oracle = split_oracle(variant)
             parse_variant(variant)
         except ValueError:
             bad.append(s)
-    if any(split_oracle(s)[1] for s in strategies if s not in bad):
-        if REFERENCE not in strategies:
+        else:
+            if mode and not args.mid_file:
+                bad.append(f"{s} (@ rows need --mid-file)")
+    if any(split_oracle(split_fim(s)[0])[1] for s in strategies if s not in bad):
+        if reference_of(strategies) not in strategies:
             bad.append(f"oracle rows without {REFERENCE} (they need its cache)")
         if args.curve or args.humaneval:
             bad.append("oracle rows outside the replay (they need recompute's cache of each case)")

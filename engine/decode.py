@@ -6,6 +6,13 @@ prompt lookup (lookup.py) proposes; the model's greedy choice at each row is com
 next proposal, and the draft keeps the longest agreeing run plus the model's own next token. The
 K/V of the accepted rows are already in place; rejected rows are overwritten by the next step.
 So the output is exactly plain greedy decoding's (the int8 linears are row-independent too).
+
+A proposed row is not free on a CPU (each costs 11% of a step for smollm2-135m, 17% for
+Qwen2.5-Coder-0.5B, int8), and most proposals on real code are wrong, so each draft proposes
+few tokens: 2 at first, then twice what was last accepted plus one, halving after a miss, and
+never past where the draft's stop would end it. Replayed on 180 real-code drafts, this took
+1.43x (smollm2) and 1.31x (Qwen) fewer step-costs than plain decoding, where always proposing
+8 tokens took 1.19x and 0.99x.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from .lookup import Lookup
 from .model import Segment
 
 SPECULATE = 8  # most proposed tokens per draft and step (`kvsplice bench peer` measures acceptance)
+FIRST_GUESS = 2  # tokens a draft proposes before it has seen any accepted
 
 
 def allowed(vocab, typed: bytes) -> list[int] | None:
@@ -48,6 +56,22 @@ class Draft:
     tokens: int = 0  # tokens emitted
     last: int = -1  # the latest emitted token, the next forward's first row
     text: str | None = None  # set when finished
+    guess: int = FIRST_GUESS  # how many tokens to propose next
+
+    def proposals(self, vocab, stop: Callable[[str], int | None], budget: int) -> list[int]:
+        """Up to `guess` tokens from the lookup, none past where `stop` would end the draft."""
+        if self.remaining:
+            return []  # typed bytes still constrain the picks
+        guess = self.lookup.propose(min(self.guess, budget))
+        out = bytearray(self.out)
+        for j, token in enumerate(guess):
+            out += vocab.table[token]
+            if stop(out.decode("utf-8", errors="ignore")) is not None:
+                return guess[:j + 1]
+        return guess
+
+    def adapt(self, accepted: int, speculate: int) -> None:
+        self.guess = min(speculate, 2 * accepted + 1) if accepted else max(1, self.guess // 2)
 
     def emit(self, token: int, vocab, stop: Callable[[str], int | None], max_new_tokens: int) -> bool:
         """Take one token; True when the draft is finished."""
@@ -103,7 +127,7 @@ def decode(start, firsts: list[int], max_new_tokens: int, stop: Callable[[str], 
             raise Cancelled()
         rows, proposals = [], []
         for d in live:
-            guess = [] if d.remaining else d.lookup.propose(min(speculate, max_new_tokens - d.tokens - 1))
+            guess = d.proposals(vocab, stop, min(speculate, max_new_tokens - d.tokens - 1))
             proposals.append(guess)
             rows.append([d.last, *guess])
         ids = torch.tensor([t for r in rows for t in r])
@@ -122,6 +146,7 @@ def decode(start, firsts: list[int], max_new_tokens: int, stop: Callable[[str], 
                 if finished or j == len(guess) or token != guess[j]:
                     stats.accepted += j
                     d.slot += j + 1
+                    d.adapt(j, speculate)
                     break
             row += len(guess) + 1
     stats.tokens = sum(d.tokens for d in drafts)

@@ -21,9 +21,12 @@ fbgemm also quantizes the input, with one scale for the whole tensor. Two conseq
 from __future__ import annotations
 
 import warnings
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
+
+from kvsplice.kernels.dispatch import torchscript
 
 QUANTS = ("auto", "int8", "none")
 _ENGINE = "fbgemm"  # torch's x86 engine picks the same kernels for dynamic linear; fbgemm is explicit
@@ -95,19 +98,28 @@ class Int8:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        n, k = rows.shape
-        buf = self._input(n)
-        value, residual = buf[:n, :k], buf[n:, :k]
-        scale = torch.linalg.vector_norm(rows, float("inf"), dim=1, keepdim=True).clamp_min_(1e-30)
-        torch.div(rows, scale, out=value)
-        grid = torch.mul(value, self.GRID, out=residual)  # the value in grid steps...
-        snapped = grid.round()
-        torch.sub(grid, snapped, out=residual).mul_(2)  # ...minus what the grid holds, x 127
-        y = torch.ops.quantized.linear_dynamic(buf, self.packed, True)
-        out = torch.add(y[:n], y[n:], alpha=1 / 127).mul_(scale)
-        if self.bias is not None:
-            out += self.bias
+        out = _int8_rows(rows, self.packed, self._input(rows.shape[0]), self.bias)
         return out.view(*x.shape[:-1], self.out_features)
+
+
+def _int8_rows(rows: torch.Tensor, packed: torch.classes.quantized.LinearPackedParamsBase,
+               buf: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Int8's arithmetic on [n, in] rows with its [2n, in + 2] input buffer (TorchScript below)."""
+    n, k = rows.shape[0], rows.shape[1]
+    value, residual = buf[:n, :k], buf[n:, :k]
+    scale = torch.linalg.vector_norm(rows, float("inf"), dim=[1], keepdim=True).clamp_min(1e-30)
+    torch.div(rows, scale, out=value)
+    grid = torch.mul(value, 63.5, out=residual)  # the value in grid steps (Int8.GRID)...
+    torch.sub(grid, grid.round(), out=residual).mul_(2.0)  # ...minus what the grid holds, x 127
+    y = torch.ops.quantized.linear_dynamic(buf, packed, True)
+    out = torch.add(y[:n], y[n:], alpha=1.0 / 127).mul_(scale)
+    if bias is not None:
+        out += bias
+    return out
+
+
+# 229 instead of 318 us per gate+up call of smollm2-135m (the fbgemm call alone: 198 us).
+_int8_rows = torchscript(_int8_rows)
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quant: str):

@@ -56,7 +56,8 @@ class Session:
         self.window = Window(runtime, text[self.start:end], strategy, fim, encode=encode, **window_options)
         # The window, a draft's scratch (FIM suffix, draft tokens) and typing headroom.
         self.window.cache.growth_cap = self.context_tokens + 2 * suffix_tokens + 256
-        self.last_draft_ms = 0.0
+        self.last_draft_ms: float | None = None  # of the latest draft that finished
+        self.loading = not encode  # until the window's first encode is done (see `stats`)
 
     # -- the window's state, for callers that look inside ---------------------------------------
 
@@ -197,12 +198,12 @@ class Session:
         cache before the cursor (and the FIM suffix window after it) only; text, ids and every
         computed K/V stay as they were (pending rows it reads get encoded)."""
         t0 = time.perf_counter()
-        try:
-            self.focus(cursor)
-            return drafts.complete(self.window, cursor - self.start, max_new_tokens, n, stop, cancelled,
-                                   self.fim_suffix, self.suffix_tokens, speculate)
-        finally:
-            self.last_draft_ms = (time.perf_counter() - t0) * 1e3
+        self.focus(cursor)
+        out = drafts.complete(self.window, cursor - self.start, max_new_tokens, n, stop, cancelled,
+                              self.fim_suffix, self.suffix_tokens, speculate)
+        self.last_draft_ms = (time.perf_counter() - t0) * 1e3  # not for a cancelled draft
+        self._loaded()
+        return out
 
     def next_token_logits(self, cursor: int | None = None) -> torch.Tensor:
         """fp32 logits of the first draft token at cursor (default: the end); cache untouched."""
@@ -215,7 +216,14 @@ class Session:
                        interrupt: Callable[[], bool] | None = None) -> int:
         """Encode up to `budget_tokens` of the window's MISSING rows (a lazy open, an evicted
         cache), left to right; returns how many."""
-        return self.window.encode_missing(budget_tokens, interrupt)
+        try:
+            return self.window.encode_missing(budget_tokens, interrupt)
+        finally:
+            self._loaded()
+
+    def _loaded(self) -> None:
+        if not self.window.missing:
+            self.loading = False
 
     def refresh(self, budget_tokens: int, interrupt: Callable[[], bool] | None = None) -> int:
         return self.window.refresh(budget_tokens, interrupt)
@@ -225,7 +233,7 @@ class Session:
 
     def stats(self) -> dict:
         w = self.window
-        r, done, total = w.last_report, *self.progress
+        r = w.last_report
         return {
             "tokens": len(w.token_ids),
             "reused": r.reused if r else 0,
@@ -233,13 +241,16 @@ class Session:
             "encoded": r.encoded if r else 0,
             "stale": self.stale,
             "last_patch_ms": round(r.ms, 3) if r else 0.0,
-            "last_draft_ms": round(self.last_draft_ms, 3),
+            "last_draft_ms": None if self.last_draft_ms is None else round(self.last_draft_ms, 3),
             "strategy": w.strategy,
             "cache_bytes": w.cache.nbytes,
             "totals": dict(w.totals),
             "window": {"start": self.start, "end": self.end, "context_tokens": self.context_tokens},
-            "ready": done == total,
-            "encoding": None if done == total else {"done": done, "total": total},
+            "missing": w.missing,
+            # the first encode after a lazy open, which the user waits on; rows that a deferred
+            # edit or a moved window leave for later are not one
+            "ready": not self.loading,
+            "encoding": {"done": self.progress[0], "total": self.progress[1]} if self.loading else None,
         }
 
     def close(self) -> None:

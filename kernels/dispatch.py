@@ -10,6 +10,7 @@ Kernel files decorate with `jit` from here, so they still import when triton is 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -54,3 +55,15 @@ def use_triton(*tensors: torch.Tensor) -> bool:
         raise RuntimeError("KVSPLICE_KERNELS=triton needs CUDA tensors; to run the kernels on CPU, set "
                            "TRITON_INTERPRET=1 in the environment before anything imports triton")
     return True
+
+
+def torchscript(fn):
+    """fn compiled by TorchScript, for the CPU's small-op glue around the heavy ops (int8 linear
+    prologues, decode attention, RMSNorm): from Python each of a dozen small ops costs about
+    10 us on a laptop CPU, as much as the matmul they serve; TorchScript runs them without the
+    interpreter. torch.compile was slower here (its graph breaks at fbgemm's op, and its guards
+    cost more than they save for one-row decode). torch.jit.script is deprecated in torch 2.13,
+    whose version CI pins; this is the one place that applies it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.script(fn)

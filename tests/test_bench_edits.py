@@ -142,3 +142,19 @@ def test_deferred_rows_give_the_same_first_token_and_move_the_work_into_it(tiny_
         if eager["edit"] != "multi":  # one edit: the same rows against the same cache, only later
             assert deferred["kl"] == pytest.approx(eager["kl"], rel=1e-4, abs=1e-7)
             assert deferred["draft"] == eager["draft"]
+
+
+def test_mid_file_cases_compare_reading_the_suffix_from_the_cache_encoded_or_not_at_all(tiny_model_dir, tmp_path):
+    out = tmp_path / "mid.json"
+    rows = "recompute@fim-encode,recompute@fim-cache,recompute@no-fim,pie@fim-cache"
+    assert bench_edits.main(["--model", str(tiny_model_dir(arch="qwen2", layers=2)), "--cases", "3", "--context", "160",
+                             "--mid-file", "64", "--max-new-tokens", "6", "--strategies", rows, "--json", str(out),
+                             "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    res = {r["strategy"]: r for r in data["results"] if r["edit"] == "all"}
+    assert res["recompute@fim-encode"]["kl"] == 0, "the exact suffix is the reference"
+    assert res["recompute@fim-cache"]["kl"] > 0, "two layers: the copied suffix rows never saw <fim_suffix>"
+    assert res["recompute@no-fim"]["kl"] > res["recompute@fim-cache"]["kl"]
+    assert all(c["strategy"] and "first_ms" in c for c in data["per_case"])
+    assert bench_edits.main(["--model", str(tiny_model_dir(arch="qwen2", layers=2)), "--strategies",
+                             "recompute@fim-cache", "--no-progress"]) == 2, "@ rows need --mid-file"

@@ -53,7 +53,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("path", [_attention_matmul, _attention_sdpa], ids=["matmul", "sdpa"])
+def _matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale):
+    return _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale, chunk_end)
+
+
+@pytest.mark.parametrize("path", [_matmul, _attention_sdpa], ids=["matmul", "sdpa"])
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_reference_matches_explicit_softmax(case, path):
     """Both halves of the reference (batched matmul for decode, SDPA for chunks) on every case."""
@@ -62,6 +66,18 @@ def test_reference_matches_explicit_softmax(case, path):
     out = path(q, k, v, prefix_len, chunk_start, chunk_end, dim ** -0.5)
     torch.testing.assert_close(out.double(), naive_attention(q, k, v, prefix_len, chunk_start, chunk_end),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_keys_past_the_chunk_change_nothing_and_make_each_row_independent_of_its_call():
+    """Decode steps read the chunk up to keys_end, masked: the same values, and a row computed
+    alone equals it computed with the rows after it, bit for bit (speculative decoding)."""
+    q, k, v = make_qkv(14, 2, 64, 400, 9, torch.float32, q_rows_major=True)
+    prefix_len, chunk_start, chunk_end, keys_end = 200, 300, 330, 380
+    together = attention(q, k, v, prefix_len, chunk_start, chunk_end, keys_end=keys_end)
+    torch.testing.assert_close(together, attention(q, k, v, prefix_len, chunk_start, chunk_end), rtol=1e-5, atol=1e-6)
+    for i in range(9):
+        alone = attention(q[:, i:i + 1], k, v, prefix_len, chunk_start, chunk_end - 8 + i, keys_end=keys_end)
+        assert torch.equal(alone[:, 0], together[:, i])
 
 
 def test_reference_respects_scale():
