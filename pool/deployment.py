@@ -7,8 +7,8 @@ cancelled | memory | invalid | internal, "message", "changes", "replica"}` with 
 Requests for a document go to the replica that holds it (routing.py). On a replica, every
 operation runs on one model thread (jobs.py) in arrival order; opens, edits and drafts are urgent,
 so first-encode slices and refreshes from any editor give way to them between two layers. When
-the client goes away (a cancelled draft), Serve cancels the request here and the decode stops
-before its next token.
+the client goes away (a cancelled draft), Serve cancels the request here: its edits are applied
+all the same, and the decode stops before its next token.
 
 Stop rules arrive as data and are bound to the document's text by `bind_stop`, which the caller
 gives (the server side owns the syntax trees): the pool imports the engine only.
@@ -34,17 +34,21 @@ from .jobs import ModelThread
 from .routing import ROUTERS
 
 log = logging.getLogger(__name__)
-# Each operation's body: field -> type (bool is not an int here).
+# Each operation's body: field -> type (bool is not an int here). Every operation on a document
+# also takes "edits": the document's edits that the client has not seen answered yet, numbered
+# from its (re)open ({seq, start, end, text, check} each); those the session has not taken are
+# applied in order before the operation, and every answer says how many it took ("applied").
 OPERATIONS = {
-    "open": {"doc": str, "owner": str, "text": str, "options": dict},
-    "encode": {"doc": str, "owner": str, "budget": int},
-    "edit": {"doc": str, "owner": str, "start": int, "end": int, "text": str, "check": str},
-    "complete": {"doc": str, "owner": str, "check": str, "cursor": int, "stop": object, "max_new_tokens": int,
-                 "n": int, "speculate": int},
-    "refresh": {"doc": str, "owner": str, "budget": int},
-    "close": {"doc": str, "owner": str},
-    "text": {"doc": str, "owner": str},
+    "open": {"text": str, "options": dict},
+    "encode": {"budget": int},
+    "edit": {},
+    "complete": {"check": str, "cursor": int, "stop": object, "max_new_tokens": int, "n": int, "speculate": int},
+    "refresh": {"budget": int},
+    "close": {},
+    "text": {},
 }
+DOCUMENT = {"doc": str, "owner": str, "edits": list}
+EDIT = {"seq": int, "start": int, "end": int, "text": str, "check": str}
 URGENT = {"open", "edit", "complete"}  # what an editor waits on
 STATUS = {UnknownDocument: (404, "unknown"), Cancelled: (409, "cancelled"), MemoryBudgetError: (507, "memory"),
           ValueError: (400, "invalid")}
@@ -124,15 +128,18 @@ class Replica:
         stopped = threading.Event()
         job = self.thread.submit(self._run, op, body, stopped, urgent=op in URGENT)
         try:
-            status, reply = await asyncio.wrap_future(job)
-        except asyncio.CancelledError:  # the client went away: a decode stops before its next token
-            stopped.set()
+            status, reply = await asyncio.shield(asyncio.wrap_future(job))
+        except asyncio.CancelledError:  # the client went away: the job still applies the request's
+            stopped.set()               # edits, and a decode stops before its next token
             raise
         return JSONResponse(reply, status)
 
     def _run(self, op: str, body: dict, stopped: threading.Event) -> tuple[int, dict]:
         """On the model thread: the operation, then the stats it changed for the caller's documents."""
         try:
+            for edit in body["edits"]:  # even when the client went away: edits are never lost
+                if edit["seq"] > self.host.applied(body["doc"]):
+                    self.host.edit(body["doc"], edit["start"], edit["end"], edit["text"], edit["check"])
             if stopped.is_set():
                 raise Cancelled("the client went away")
             status, reply = 200, {"result": getattr(self, f"_{op}")(body, stopped)}
@@ -145,6 +152,8 @@ class Replica:
         reply["changes"] = {doc: {**stats, "replica": self.id}
                             for doc, stats in self.host.take_changes(body["owner"]).items()}
         reply["replica"] = self.id
+        if self.host.text(body["doc"]) is not None:
+            reply["applied"] = self.host.applied(body["doc"])
         return status, reply
 
     def _interrupt(self, stopped: threading.Event) -> Callable[[], bool]:
@@ -157,7 +166,7 @@ class Replica:
         return self.host.encode(body["doc"], body["budget"], self._interrupt(stopped))
 
     def _edit(self, body: dict, stopped: threading.Event) -> None:
-        self.host.edit(body["doc"], body["start"], body["end"], body["text"], body["check"])
+        """Nothing more: the request's edits are applied before every operation."""
 
     def _complete(self, body: dict, stopped: threading.Event) -> list[str]:
         reopen = body.get("reopen")
@@ -182,34 +191,41 @@ class Replica:
 
 def _checked(op: str, body: object) -> dict:
     """The body if it has the operation's fields with their types (a draft may add reopen)."""
-    fields = OPERATIONS.get(op)
-    if fields is None:
+    if op not in OPERATIONS:
         raise ValueError(f"unknown operation {op!r}; operations: info, {', '.join(OPERATIONS)}")
-    if not isinstance(body, dict):
-        raise ValueError(f"{op} takes a JSON object, got {type(body).__name__}")
-    missing = sorted(set(fields) - set(body))
-    extra = sorted(set(body) - set(fields) - ({"reopen"} if op == "complete" else set()))
-    if missing or extra:
-        raise ValueError(f"{op}: missing fields {missing}, unknown fields {extra}")
-    for key, kind in fields.items():
-        if not isinstance(body[key], kind) or (kind is int and isinstance(body[key], bool)):
-            raise ValueError(f"{op}: field {key!r} must be {kind.__name__}, got {body[key]!r}")
+    _fields(op, body, {**DOCUMENT, **OPERATIONS[op]}, {"reopen"} if op == "complete" else set())
+    for edit in body["edits"]:
+        _fields(f"{op}'s edit", edit, EDIT)
     return body
 
 
-def application(config: PoolConfig, bind_stop: Callable[[object, str], Stop]):
-    """The Serve application: `config.replicas` replicas of `Replica`, routed by `config.routing`."""
-    deployment = serve.deployment(Replica, name="Replica").options(
+def _fields(what: str, value: object, fields: dict, optional: set = frozenset()) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} takes a JSON object, got {type(value).__name__}")
+    missing, extra = sorted(set(fields) - set(value)), sorted(set(value) - set(fields) - optional)
+    if missing or extra:
+        raise ValueError(f"{what}: missing fields {missing}, unknown fields {extra}")
+    for key, kind in fields.items():
+        if not isinstance(value[key], kind) or (kind is int and isinstance(value[key], bool)):
+            raise ValueError(f"{what}: field {key!r} must be {kind.__name__}, got {value[key]!r}")
+
+
+def application(config: PoolConfig, bind_stop: Callable[[object, str], Stop], replica: type = Replica,
+                router: type | str | None = None):
+    """The Serve application: `config.replicas` replicas of `replica`, routed by `router` (default:
+    `config.routing`'s; `kvsplice bench pool` also measures Serve's own with a multiplexed replica)."""
+    deployment = serve.deployment(replica, name="Replica").options(
         num_replicas=config.replicas, max_ongoing_requests=config.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
-        request_router_config=RequestRouterConfig(request_router_class=ROUTERS[config.routing]))
+        request_router_config=RequestRouterConfig(request_router_class=router or ROUTERS[config.routing]))
     return deployment.bind(config, bind_stop)
 
 
-def deploy(config: PoolConfig, bind_stop: Callable[[object, str], Stop]) -> str:
-    """Run the pool on the Ray instance this process is connected to (ray.init first); returns
-    its URL once every replica has loaded the model."""
+def deploy(config: PoolConfig, bind_stop: Callable[[object, str], Stop], **variant) -> str:
+    """Run the pool on the Ray instance this process is connected to (ray.init first), replacing
+    one of the same name; returns its URL once every replica has loaded the model. `variant`:
+    `application`'s replica and router."""
     serve.start(http_options={"host": config.host, "port": config.port},
                 logging_config={"enable_access_log": False})
-    serve.run(application(config, bind_stop), name=config.name, route_prefix=f"/{config.name}")
+    serve.run(application(config, bind_stop, **variant), name=config.name, route_prefix=f"/{config.name}")
     return config.url

@@ -106,6 +106,7 @@ class Host:
         self.engine, self.max_documents, self.bind_stop = engine, max_documents, bind_stop
         self._sessions: OrderedDict[str, Session] = OrderedDict()  # least recently used first
         self._owners: dict[str, str] = {}
+        self._applied: dict[str, int] = {}  # edits applied to each session since it was opened
         self._resident: dict[str, bool] = {}  # each cache's residency when its stats were recorded
         self._changes: Changes = {}  # stats recorded and not taken yet
 
@@ -135,6 +136,7 @@ class Host:
         except TypeError as exc:  # an option the engine does not take
             raise ValueError(f"cannot open {doc}: {exc}") from None
         self._owners[doc] = owner
+        self._applied[doc] = 0
         while self.max_documents is not None and len(self._sessions) > self.max_documents:
             self._drop(next(iter(self._sessions)))
         self._record(doc)
@@ -158,6 +160,7 @@ class Host:
         if digest(session.text) != check:
             self._drop(doc)
             raise UnknownDocument(f"{doc} is out of step after an edit")
+        self._applied[doc] += 1
         self._sessions.move_to_end(doc)
         self._record(doc)
 
@@ -195,6 +198,12 @@ class Host:
         session = self._sessions.get(doc)
         return session.text if session is not None else None
 
+    def applied(self, doc: str) -> int:
+        """How many edits the document's session took since it was opened (a remote caller
+        numbers its edits so, and sends again those it did not see answered)."""
+        self._session(doc)
+        return self._applied[doc]
+
     def take_changes(self, owner: str = "") -> Changes:
         taken = {doc: stats for doc, stats in self._changes.items() if self._owners.get(doc) == owner}
         for doc in taken:
@@ -221,5 +230,5 @@ class Host:
         session = self._sessions.pop(doc, None)
         if session is not None:
             session.close()
-        for table in (self._owners, self._resident, self._changes):
+        for table in (self._owners, self._applied, self._resident, self._changes):
             table.pop(doc, None)

@@ -17,8 +17,15 @@ class ModelThread:
         # Urgent jobs submitted (by one submitting thread) and started (on the model thread):
         # one writer each, so no lock.
         self._submitted = self._started = 0
+        self._closed = False
 
     def submit(self, fn: Callable[..., Any], *args: Any, urgent: bool = False) -> Future:
+        """fn's future; after shutdown (a running job may still submit its follow-up) a
+        cancelled one."""
+        if self._closed:
+            future: Future = Future()
+            future.cancel()
+            return future
         if not urgent:
             return self._pool.submit(fn, *args)
         self._submitted += 1
@@ -33,4 +40,5 @@ class ModelThread:
         return self._submitted > self._started
 
     def shutdown(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)

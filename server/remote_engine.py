@@ -3,9 +3,13 @@ over HTTP to a `kvsplice pool serve` deployment, with the standard library only 
 machine needs no Ray).
 
 Each call is one POST of JSON to `URL/<operation>`, made on the model worker's thread and
-answered before the next, so a document's edits reach its replica in order. What crosses is what
-the engine API takes: open(text), edit(range, new text, digest after), complete(cursor, digest,
-stop rule, ...), refresh, close. A whole text crosses only to (re)open a document. Every request
+answered before the next. What crosses is what the engine API takes: open(text), edit(range, new
+text, digest after), complete(cursor, digest, stop rule, ...), refresh, close. A whole text
+crosses only to (re)open a document. Edits wait, in order, for their document's next request and
+cross with it, so typing costs no round trip and an edit followed by a draft costs one. They are
+numbered from the document's (re)open and sent again until an answer says the replica took them
+(a request cancelled on the way may or may not have reached it); at most MAX_PENDING_EDITS wait,
+then they go alone. Every request
 for a document carries the routing header Ray Serve reads (`serve_multiplexed_model_id`), the
 hash of this server's id and the document's uri, and the pool sends it to the replica that holds
 that document (kvsplice.pool.routing).
@@ -40,6 +44,7 @@ ROUTING_HEADER = "serve_multiplexed_model_id"  # what Serve's proxy hands to the
 TIMEOUT_S = 600.0  # longest wait for one answer (a re-open of a large window on a busy CPU pool)
 POLL_S = 0.02  # how often a waiting call asks whether it is cancelled
 KEEP_ALIVE_S = 2.0  # reuse a connection idle at most this long (the proxy closes idle ones after 5 s)
+MAX_PENDING_EDITS = 64  # edits of one document that wait for its next request; then they go alone
 ERRORS = {"unknown": UnknownDocument, "cancelled": Cancelled, "memory": MemoryBudgetError, "invalid": ValueError}
 
 
@@ -62,6 +67,8 @@ class RemoteEngine:
         self.replicas: dict[str, set[str]] = {}  # per document: every replica that answered for it
         self.reopens: Counter[str] = Counter()  # per document
         self._changes: Changes = {}
+        self._edits: dict[str, list[dict]] = {}  # per document: edits no answer confirmed yet, in order
+        self._numbered: Counter[str] = Counter()  # per document: edits since its (re)open
         self._conn: http.client.HTTPConnection | None = None
         self._idle_since = 0.0
         info = self._call("info", None, {})
@@ -71,20 +78,29 @@ class RemoteEngine:
     # -- the DocumentEngine API --------------------------------------------------------------
 
     def open(self, doc: str, text: str, options: dict, owner: str = "") -> None:
+        self._forget_edits(doc)
         self._call("open", doc, {"text": text, "options": options})
 
     def encode(self, doc: str, budget_tokens: int, interrupt: Callable[[], bool] | None = None) -> bool:
         return self._call("encode", doc, {"budget": budget_tokens}, interrupt)
 
     def edit(self, doc: str, start: int, end: int, new_text: str, check: str) -> None:
-        self._call("edit", doc, {"start": start, "end": end, "text": new_text, "check": check})
+        """Kept for the document's next request (see the module docstring)."""
+        self._numbered[doc] += 1
+        edits = self._edits.setdefault(doc, [])
+        edits.append({"seq": self._numbered[doc], "start": start, "end": end, "text": new_text, "check": check})
+        if len(edits) >= 4 * MAX_PENDING_EDITS:  # unconfirmed again and again: the pool is away
+            self._lost(doc, f"{len(edits)} edits were never confirmed")
+        if len(edits) >= MAX_PENDING_EDITS:
+            self._call("edit", doc, {})
 
     def complete(self, doc: str, check: str, cursor: int, stop: Stop, *, max_new_tokens: int, n: int,
                  speculate: int, cancelled: Callable[[], bool] | None = None,
                  reopen: Reopen | None = None) -> list[str]:
         body = {"check": check, "cursor": cursor, "stop": wire_stop(stop), "max_new_tokens": max_new_tokens,
                 "n": n, "speculate": speculate}
-        if reopen is not None:
+        if reopen is not None:  # its text has every edit so far
+            self._forget_edits(doc)
             self.counts["reopens"] += 1
             self.reopens[doc] += 1
             body["reopen"] = {"text": reopen.text, "options": reopen.options}
@@ -97,6 +113,7 @@ class RemoteEngine:
         self.replicas.pop(doc, None)
         self.reopens.pop(doc, None)
         self._changes.pop(doc, None)
+        self._forget_edits(doc)
         try:
             self._call("close", doc, {})
         except UnknownDocument:
@@ -118,11 +135,12 @@ class RemoteEngine:
     # -- the wire ----------------------------------------------------------------------------
 
     def _call(self, op: str, doc: str | None, body: dict, stop: Callable[[], bool] | None = None):
-        """One request and its answer's result; raises what the replica raised (ERRORS)."""
+        """One request (with the document's waiting edits) and its answer's result; raises what
+        the replica raised (ERRORS)."""
         headers = {"Content-Type": "application/json"}
         if doc is not None:
             key = f"{self.owner}/{doc}"
-            body = {**body, "doc": key, "owner": self.owner}
+            body = {**body, "doc": key, "owner": self.owner, "edits": self._edits.get(doc, [])}
             headers[ROUTING_HEADER] = digest(key)
             self.counts["requests"] += 1
         status, data = self._exchange(op, json.dumps(body).encode(), headers, stop)
@@ -141,6 +159,7 @@ class RemoteEngine:
             return reply.get("result")
         if reply["error"] == "unknown":
             self.counts["unknown"] += 1
+            self._forget_edits(doc)  # the document is re-opened from its text
         raise ERRORS.get(reply["error"], EngineUnavailable)(reply.get("message", reply["error"]))
 
     def _exchange(self, op: str, payload: bytes, headers: dict, stop: Callable[[], bool] | None) -> tuple[int, bytes]:
@@ -182,12 +201,20 @@ class RemoteEngine:
             self._conn.close()
             self._conn = None
 
+    def _forget_edits(self, doc: str) -> None:
+        self._edits.pop(doc, None)
+        self._numbered.pop(doc, None)
+
     def _lost(self, doc: str, why: str) -> None:
         self.counts["unknown"] += 1
+        self._forget_edits(doc)
         raise UnknownDocument(f"{doc}: {why}")
 
     def _take(self, doc: str, reply: dict) -> None:
-        """Keep the answer's stats (keyed by this server's uris) and who answered."""
+        """Keep the answer's stats (keyed by this server's uris) and who answered; forget the
+        edits it took."""
+        if isinstance(reply.get("applied"), int) and doc in self._edits:
+            self._edits[doc] = [e for e in self._edits[doc] if e["seq"] > reply["applied"]]
         replica = reply.get("replica")
         prefix = f"{self.owner}/"
         for key, stats in (reply.get("changes") or {}).items():

@@ -213,6 +213,11 @@ class ModelWorker:
         UnknownDocument, and the draft re-opens it and retries once."""
         if job.stopped.is_set():
             raise Cancelled()
+        if self.engine is None and self.engine_url is not None:  # the pool may be up by now
+            try:
+                self.engine = self._connect()
+            except ModelLoadError as exc:
+                self.error = str(exc)
         if self.engine is None:
             raise ModelLoadError(self.error)
         options = settings.session_options()
