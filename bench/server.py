@@ -62,29 +62,45 @@ def parser() -> argparse.ArgumentParser:
 class Client:
     """One server subprocess and one open document, driven like an editor."""
 
-    def __init__(self, text: str):
+    def __init__(self, text: str, uri: str = "file:///bench/doc.py"):
         self.lsp = LanguageClient("kvsplice-bench", "0")
         self.lsp.feature(types.WINDOW_LOG_MESSAGE)(lambda params: None)
         self.lsp.feature(types.WINDOW_SHOW_MESSAGE)(lambda params: print(params.message, file=sys.stderr))
-        self.doc = Document("file:///bench/doc.py", text, 1, "plaintext")  # positions only
+        self.doc = Document(uri, text, 1, "plaintext")  # positions only
         self.uri = self.doc.uri
 
-    async def start(self, options: dict) -> None:
+    async def start(self, options: dict, open_document: bool = True) -> None:
         await self.lsp.start_io(sys.executable, "-m", "kvsplice.server.cli", "serve")
         await self.lsp.initialize_async(types.InitializeParams(
             capabilities=types.ClientCapabilities(), initialization_options=options))
         self.lsp.initialized(types.InitializedParams())
+        if open_document:
+            self.open()
+            await self.encoded()
+
+    def open(self, doc: Document | None = None) -> None:
+        doc = doc or self.doc
         self.lsp.text_document_did_open(types.DidOpenTextDocumentParams(
-            types.TextDocumentItem(self.uri, "python", 1, self.doc.text)))
-        await self.stats()  # answered once the model is loaded and the document encoded
+            types.TextDocumentItem(doc.uri, "python", doc.version, doc.text)))
 
-    async def stats(self):
-        return (await self.lsp.protocol.send_request_async("kvsplice/stats", {"uri": self.uri})).documents[0]
+    async def stats(self, uri: str | None = None):
+        """The document's stats once the model worker has done what was sent before
+        (debugDocument waits in its queue; stats is answered at once)."""
+        uri = uri or self.uri
+        await self.lsp.protocol.send_request_async("kvsplice/debugDocument", {"uri": uri})
+        return (await self.lsp.protocol.send_request_async("kvsplice/stats", {"uri": uri})).documents[0]
 
-    async def inline(self, offset: int):
+    async def encoded(self, uri: str | None = None):
+        """Stats once the document's first encode (slices behind the queue) is done."""
+        while not (stats := await self.stats(uri)).ready:
+            await asyncio.sleep(0.05)
+        return stats
+
+    async def inline(self, offset: int, doc: Document | None = None):
+        doc = doc or self.doc
         return await self.lsp.text_document_inline_completion_async(types.InlineCompletionParams(
             context=types.InlineCompletionContext(types.InlineCompletionTriggerKind.Automatic),
-            text_document=types.TextDocumentIdentifier(self.uri), position=self.doc.position_at(offset)))
+            text_document=types.TextDocumentIdentifier(doc.uri), position=doc.position_at(offset)))
 
     def insert(self, offset: int, text: str) -> None:
         position = self.doc.position_at(offset)
@@ -135,7 +151,7 @@ async def edit_latency(args: argparse.Namespace, text: str) -> dict:
     try:
         for name, (strategy, defer) in EDIT_ROWS.items():
             client.configure(strategy=strategy, defer=defer)
-            await client.stats()  # sessions re-encoded under the strategy
+            await client.encoded()  # sessions re-encoded under the strategy
             times = []
             for i in range(args.repeats):
                 at = client.doc.line_starts[10]

@@ -5,24 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import os
+import time
 
 import torch
 from transformers import AutoTokenizer
 
 from .errors import ModelLoadError
+from .cache import KVCache
 from .linear import quant_for
 from .memory import MemoryBudget
-from .model import Transformer
+from .model import Segment, Transformer
 from .tokens import Vocabulary
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
-# Default context window per device. On this 2-core AVX2 CPU a 2048-token window encodes in
-# about 2 s (smollm2-135m) / 8 s (qwen2.5-coder-0.5b), which sets how long a file takes to open
-# (`kvsplice bench window`); a GPU encodes the trained context in well under a second.
-CONTEXT_TOKENS = {"cpu": 2048}
-GPU_CONTEXT_TOKENS = 32768
+# The default window is what this device encodes in about FIRST_ENCODE_S, measured when the
+# model loads: opening a file costs its window's first encode, and that is what a user waits for
+# before the first draft (`kvsplice bench window`). Between MIN_CONTEXT and the trained context.
+FIRST_ENCODE_S = 4.0
+MIN_CONTEXT = 512
 
 
 def default_threads() -> int:
@@ -59,6 +61,7 @@ class Runtime:
         self.fim_ids = tuple(fim) if None not in fim else None
         self.start_id = self._start_token()
         self.memory = MemoryBudget(None if memory_budget_mb is None else memory_budget_mb * 2**20)
+        self.encode_rate = self._encode_rate()
 
     def _start_token(self) -> int:
         """The token every document cache starts with: BOS if the model uses one, else a
@@ -69,11 +72,26 @@ class Runtime:
         sep = self.vocab.token_id("<|endoftext|>")
         return sep if sep is not None else tok.eos_token_id
 
+    def _encode_rate(self, tokens: int = 64) -> float:
+        """Tokens per second this device encodes (after two warm-up forwards, which also let
+        TorchScript specialise its graphs before a user waits on them)."""
+        s = self.model.shape
+        cache = KVCache(s.layers, s.kv_heads, s.head_dim, self.device, self.dtype)
+        cache.reserve(tokens)
+        ids = torch.full((tokens,), self.start_id)
+        for n in (8, 8, tokens):
+            t0 = time.perf_counter()
+            self.model.forward(ids[:n], torch.arange(n), [Segment.in_place(0, n)], cache.k, cache.v, logits_rows=1)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+        return tokens / max(time.perf_counter() - t0, 1e-6)
+
     def context_tokens(self, asked: int | None = None) -> int:
-        """The window size: `asked`, or the device's default, never past the trained context
-        (less room for the head token, a draft's scratch and its speculative rows)."""
+        """The window size: `asked`, or what this device encodes in about FIRST_ENCODE_S; never
+        past the trained context (less room for the head token, a draft's scratch and its
+        speculative rows)."""
         limit = self.model.shape.max_positions - 256
-        default = CONTEXT_TOKENS.get(self.device.type, GPU_CONTEXT_TOKENS)
+        default = max(MIN_CONTEXT, int(self.encode_rate * FIRST_ENCODE_S) // 256 * 256)
         size = default if asked is None else asked
         if size < 64:
             raise ValueError(f"context_tokens must be at least 64, got {size}")

@@ -26,7 +26,7 @@ def kl(p_log, q_log):
 
 def test_forward_matches_transformers_on_a_real_file(engine):
     text = SOURCE.read_text()[:3000]
-    s = engine.open_session(text)
+    s = engine.open_session(text, context_tokens=4096)  # the whole file: compared with a whole forward
     ref = AutoModelForCausalLM.from_pretrained(engine.folder, dtype=torch.float32)
     out = ref(torch.tensor([[s.head_id, *s.token_ids]]))
     assert (last_logits(s) - out.logits[0, -1]).abs().max() <= 1e-4
@@ -38,7 +38,7 @@ def test_pie_is_far_closer_to_recompute_than_naive_after_an_insertion_near_the_t
     inserted = "import sys\nimport os\n\n"
     logprobs = {}
     for strategy in ("pie", "naive", "recompute"):
-        s = engine.open_session(text, strategy=strategy)
+        s = engine.open_session(text, strategy=strategy, context_tokens=4096)
         s.edit(top, top, inserted)
         logprobs[strategy] = torch.log_softmax(s.next_token_logits(), -1)
     kl_pie = kl(logprobs["recompute"], logprobs["pie"])

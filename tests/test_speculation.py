@@ -43,7 +43,7 @@ def never(text):
 def test_speculative_drafts_equal_plain_greedy_on_real_code_in_fewer_forwards(engine):
     s = engine.open_session(SOURCE[:5000])
     forwards = tokens = 0
-    for cursor in (2000, 3100, 4200, 5000):
+    for cursor in (2000, 3100, 5000):
         plain = s.complete(cursor, max_new_tokens=24, stop=never, speculate=0)
         assert s.window.decode_stats.forwards == 24
         fast = s.complete(cursor, max_new_tokens=24, stop=never)

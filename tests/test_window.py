@@ -157,3 +157,30 @@ def test_a_window_larger_than_the_whole_budget_is_a_clear_error(tiny_model_dir):
     engine = Engine("tiny", tiny_model_dir("llama", layers=2), quant="none", memory_budget_mb=0.05)
     with pytest.raises(MemoryBudgetError, match="memory_budget_mb"):
         engine.open_session(LONG[:20_000], context_tokens=CONTEXT)
+
+
+def test_a_5_mb_file_costs_what_its_window_costs(engine):
+    text = (LONG * 60)[:5 * 2**20]
+    s = engine.open_session(text, context_tokens=CONTEXT)
+    check(s)
+    assert s.complete(len(text) // 2, max_new_tokens=4) is not None
+    check(s)
+    assert s.cache.capacity < 8 * CONTEXT, "the cache holds the window and a draft's scratch, not the file"
+
+
+@pytest.mark.real_model
+def test_a_slide_by_rotation_stays_close_to_a_fresh_encode_of_the_same_window():
+    """Moving down past the window's end cuts its front (a PIE deletion: the rest is rotated and
+    stale) and appends the new lines: approximate, and measured here against an exact encode."""
+    from kvsplice.engine.packaged import prepare
+
+    prepare("smollm2-135m")
+    real = Engine.load("smollm2-135m", quant="none")
+    s = real.open_session(LONG, context_tokens=512, fim=False, refresh_tokens=0, tail_tokens=0)
+    cursor = LONG.index("\n", s.end + 400)
+    old_start = s.start
+    slid = s.next_token_logits(cursor).double().log_softmax(-1)
+    assert old_start < s.start < cursor <= s.end and s.stale > 0
+    fresh = real.open_session(s.window.text, fim=False).next_token_logits(cursor - s.start).double().log_softmax(-1)
+    kl = float((fresh.exp() * (fresh - slid)).sum())
+    assert 0 < kl < 0.1
