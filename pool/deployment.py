@@ -22,6 +22,7 @@ import threading
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from ray import serve
 from ray.serve.config import RequestRouterConfig
 from starlette.requests import Request
@@ -49,6 +50,7 @@ OPERATIONS = {
 }
 DOCUMENT = {"doc": str, "owner": str, "edits": list}
 EDIT = {"seq": int, "start": int, "end": int, "text": str, "check": str}
+CONSTRUCTOR_RETRIES = 2  # per replica: a model that does not load fails the deploy soon, with its error
 URGENT = {"open", "edit", "complete"}  # what an editor waits on
 STATUS = {UnknownDocument: (404, "unknown"), Cancelled: (409, "cancelled"), MemoryBudgetError: (507, "memory"),
           ValueError: (400, "invalid")}
@@ -104,8 +106,6 @@ class Replica:
     """One Engine and its Host; operations run on one model thread."""
 
     def __init__(self, config: PoolConfig, bind_stop: Callable[[object, str], Stop]):
-        import torch
-
         if config.threads:
             torch.set_num_threads(config.threads)
         device = config.device or ("cuda" if config.num_gpus else "cpu")
@@ -216,6 +216,7 @@ def application(config: PoolConfig, bind_stop: Callable[[object, str], Stop], re
     `config.routing`'s; `kvsplice bench pool` also measures Serve's own with a multiplexed replica)."""
     deployment = serve.deployment(replica, name="Replica").options(
         num_replicas=config.replicas, max_ongoing_requests=config.max_ongoing_requests,
+        max_constructor_retry_count=CONSTRUCTOR_RETRIES,
         ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         request_router_config=RequestRouterConfig(request_router_class=router or ROUTERS[config.routing]))
     return deployment.bind(config, bind_stop)
