@@ -265,6 +265,50 @@ def replay(engine, args, strategies, edits) -> dict:
                 results=summarize(rows, strategies, edits, args.seed))
 
 
+# -- int8 against fp32 ---------------------------------------------------------------------------
+
+def quant_check(args, edits) -> dict:
+    """The int8 forward's quality cost on the replay's cases: each case's true document encoded
+    exactly (recompute) by an int8 and an fp32 engine of the same model, the next line drafted by
+    both; first-token KL(fp32 ‖ int8), first-token and whole-line agreement, EM of each."""
+    from kvsplice.engine import Engine
+
+    engines = {q: Engine.load(args.model, device=args.device, dtype=args.dtype, quant=q) for q in ("none", "int8")}
+    corpus = Path(args.corpus) if args.corpus else default_corpus()
+    maker = CaseMaker(corpus, lambda t: len(engines["none"].vocab.encode(t)), args.context, args.seed)
+    rows = []
+    for i in progress(range(args.start, args.start + args.cases), args.cases, "quant", args.progress):
+        case = maker.case(i, edits[i % len(edits)], args.mid_file)
+        out = {}
+        for quant, engine in engines.items():
+            s = engine.open_session(case.old_text, strategy=REFERENCE, fim=None if args.mid_file else args.fim,
+                                    context_tokens=args.context + args.mid_file + 512)
+            for e in case.edits:
+                s.edit(*e)
+            cursor = len(case.context)
+            drafts = s.complete(cursor, max_new_tokens=args.max_new_tokens, stop="line")
+            out[quant] = (s.next_token_logits(cursor), drafts[0] if drafts else "")
+            s.close()
+        (ref, ref_draft), (q8, draft) = out["none"], out["int8"]
+        rows.append(dict(case=i, edit=case.edit, kl=kl_divergence(ref, q8),
+                         first_token_agree=float(int(ref.argmax()) == int(q8.argmax())),
+                         agree=exact_match(draft, ref_draft), em_fp32=exact_match(ref_draft, case.target),
+                         em_int8=exact_match(draft, case.target)))
+    summary = {key: _mean([r[key] for r in rows]) for key in ("kl", "first_token_agree", "agree", "em_fp32", "em_int8")}
+    summary["kl_ci"] = bootstrap_ci([r["kl"] for r in rows], args.seed)
+    summary["em_diff_ci"] = bootstrap_ci([r["em_int8"] - r["em_fp32"] for r in rows], args.seed)
+    return dict(cases=len(rows), summary=summary, per_case=rows)
+
+
+def format_quant(data: dict) -> str:
+    s = data["summary"]
+    lo, hi = s["kl_ci"]
+    return (f"int8 vs fp32 linears, {data['cases']} cases: first-token KL(fp32 ‖ int8) {s['kl']:.2e} "
+            f"[95% CI {lo:.2e}, {hi:.2e}], first token agrees {100 * s['first_token_agree']:.1f}%, whole line "
+            f"agrees {100 * s['agree']:.1f}%, EM fp32 {100 * s['em_fp32']:.1f}% / int8 {100 * s['em_int8']:.1f}% "
+            f"(ΔEM CI {_ci(s['em_diff_ci'])})")
+
+
 # -- cost curve ---------------------------------------------------------------------------------
 
 def curve(engine, args, strategies) -> dict:
@@ -604,6 +648,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma list (default 256,512,1024,2048,4096, plus 8192 on CUDA)")
     p.add_argument("--repeats", type=int, default=1, help="curve timings per point (median)")
     p.add_argument("--humaneval", action="store_true", help="functional check on HumanEval problems")
+    p.add_argument("--quant", default="auto", help="the engine's linears: auto (int8 on CPU), int8 or none")
+    p.add_argument("--compare-quant", action="store_true",
+                   help="instead of the replay: int8 against fp32 linears on the same cases (KL, agreement, EM)")
     p.add_argument("--problems", type=int, default=164, help="HumanEval problems to use")
     p.add_argument("--humaneval-mode", choices=("stale", "roundtrip"), default="stale")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -641,6 +688,14 @@ def main(argv: list[str] | None = None) -> int:
     args.fim = args.fim == "on"
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.compare_quant:
+        data = dict(model=args.model, context=args.context, seed=args.seed, mid_file=args.mid_file,
+                    quant=quant_check(args, edits))
+        print(format_quant(data["quant"]))
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(data, indent=1))
+        return 0
     data: dict = {}
     for path in args.merge:
         merge(data, json.loads(Path(path).read_text()))
@@ -649,9 +704,9 @@ def main(argv: list[str] | None = None) -> int:
     if run_replay or args.curve or args.humaneval:
         from kvsplice.engine import Engine
 
-        engine = Engine.load(args.model, device=args.device, dtype=args.dtype)
+        engine = Engine.load(args.model, device=args.device, dtype=args.dtype, quant=args.quant)
         t0 = time.perf_counter()
-        data.update(model=args.model, device=args.device, dtype=args.dtype, seed=args.seed,
+        data.update(model=args.model, device=args.device, dtype=args.dtype, quant=engine.quant, seed=args.seed,
                     context=args.context, fim=args.fim, max_new_tokens=args.max_new_tokens,
                     corpus=str(args.corpus or default_corpus()), threads=torch.get_num_threads())
         if run_replay:

@@ -104,15 +104,12 @@ class Stats:
     proposed: int = 0
     accepted: int = 0
 
-    def add(self, other: "Stats") -> None:
-        for key in ("forwards", "tokens", "proposed", "accepted"):
-            setattr(self, key, getattr(self, key) + getattr(other, key))
-
 
 def decode(start, firsts: list[int], max_new_tokens: int, stop: Callable[[str], int | None],
-           cancelled: Callable[[], bool] | None, speculate: int) -> tuple[list[str], Stats]:
+           cancelled: Callable[[], bool] | None, speculate: int, stats: Stats | None = None) -> tuple[list[str], Stats]:
     """Continue each first token greedily (drafts.Start `start` holds the scratch); returns the
-    drafts without the typed bytes, in the order of `firsts`, and what it cost."""
+    drafts without the typed bytes, in the order of `firsts`, and what it cost (added to `stats`
+    as it goes, so that a cancelled decode still says how far it got)."""
     vocab, cache, model = start.vocab, start.cache, start.model
     lookup = _lookup(start)
     drafts = []
@@ -121,9 +118,10 @@ def decode(start, firsts: list[int], max_new_tokens: int, stop: Callable[[str], 
         d = Draft(base, base + start.scratch, lookup.fork(), start.typed)
         d.emit(first, vocab, stop, max_new_tokens)
         drafts.append(d)
-    stats = Stats()
+    stats = Stats() if stats is None else stats
     while live := [d for d in drafts if d.text is None]:
         if cancelled and cancelled():
+            stats.tokens += sum(d.tokens for d in drafts)
             raise Cancelled()
         rows, proposals = [], []
         for d in live:
@@ -149,7 +147,7 @@ def decode(start, firsts: list[int], max_new_tokens: int, stop: Callable[[str], 
                     d.adapt(j, speculate)
                     break
             row += len(guess) + 1
-    stats.tokens = sum(d.tokens for d in drafts)
+    stats.tokens += sum(d.tokens for d in drafts)
     return [d.text for d in drafts], stats
 
 

@@ -59,8 +59,7 @@ def complete(window: Window, cursor: int, max_new_tokens: int = 48, n: int = 1,
     window.decode_stats = Stats(forwards=1)  # the first step's
     while len(drafts) < n and candidates:
         batch, candidates = candidates[:n - len(drafts)], candidates[n - len(drafts):]
-        texts, stats = decode(start, batch, max_new_tokens, stop, cancelled, speculate)
-        window.decode_stats.add(stats)
+        texts, _ = decode(start, batch, max_new_tokens, stop, cancelled, speculate, window.decode_stats)
         for text in texts:
             if text and text not in drafts:
                 drafts.append(text)

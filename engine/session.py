@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import dataclasses
 import time
 from typing import Callable
 
@@ -242,6 +243,9 @@ class Session:
             "stale": self.stale,
             "last_patch_ms": round(r.ms, 3) if r else 0.0,
             "last_draft_ms": None if self.last_draft_ms is None else round(self.last_draft_ms, 3),
+            # of the latest decode, finished or cancelled: forwards run, tokens emitted, and the
+            # speculative tokens proposed and accepted
+            "last_decode": dataclasses.asdict(w.decode_stats),
             "strategy": w.strategy,
             "cache_bytes": w.cache.nbytes,
             "totals": dict(w.totals),

@@ -9,7 +9,7 @@
         [--device D] [--dtype T] [--threads N]
     kvsplice models list | prepare NAME | gguf NAME   packaged models (DESIGN §6); gguf prints the
                                                   path of the verified GGUF file (for llama.cpp)
-    kvsplice bench kernels|edits|server|peer|pool ARGS...   benchmarks; each takes its own --help
+    kvsplice bench kernels|edits|server|peer|pool|window ARGS...   benchmarks; each takes its own --help
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ POOL_FLAGS = [  # kvsplice.pool.deployment.PoolConfig's fields; defaults there
 # The CLI is where the packages meet: `kvsplice bench` runs kvsplice.bench.<suite>, imported by name
 # (nothing else imports the benchmarks).
 BENCHES = {"kernels": "kvsplice.bench.kernels", "edits": "kvsplice.bench.edits", "server": "kvsplice.bench.server",
-           "peer": "kvsplice.bench.peer", "pool": "kvsplice.bench.pool"}
+           "peer": "kvsplice.bench.peer", "pool": "kvsplice.bench.pool", "window": "kvsplice.bench.window"}
 
 
 def main(argv: list[str] | None = None) -> int:

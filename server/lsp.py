@@ -35,7 +35,8 @@ Requests that arrive while the model loads wait for it (the load is the worker's
 Custom requests:
 - `kvsplice/stats` `{uri?}` -> `{model, device, dtype, ready, error, documents: [{uri, version,
   language, in_step, cached, tokens, reused, rotated, encoded, stale, last_patch_ms,
-  last_draft_ms, window: {start, end, context_tokens}, ready, encoding: {done, total} | null,
+  last_draft_ms, last_decode: {forwards, tokens, proposed, accepted}, window: {start, end,
+  context_tokens}, ready, encoding: {done, total} | null,
   ...}]}` (the edit counts are those of the last edit; `cached` is false while a document has
   no cache; `ready` is false until its window is encoded, `encoding` says how far that is;
   `tokens` counts the window's). Each document's first encode is also reported as

@@ -158,3 +158,13 @@ def test_mid_file_cases_compare_reading_the_suffix_from_the_cache_encoded_or_not
     assert all(c["strategy"] and "first_ms" in c for c in data["per_case"])
     assert bench_edits.main(["--model", str(tiny_model_dir(arch="qwen2", layers=2)), "--strategies",
                              "recompute@fim-cache", "--no-progress"]) == 2, "@ rows need --mid-file"
+
+
+def test_compare_quant_scores_int8_against_fp32_on_the_same_cases(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "quant.json"
+    assert bench_edits.main(["--model", str(tiny_model_dir(arch="llama", layers=2)), "--compare-quant", "--cases", "3",
+                             "--context", "160", "--max-new-tokens", "6", "--json", str(out), "--no-progress"]) == 0
+    data = json.loads(out.read_text())["quant"]
+    assert data["cases"] == 3 and 0 < data["summary"]["kl"] < 1
+    assert {"em_fp32", "em_int8", "agree", "first_token_agree"} <= data["summary"].keys()
+    assert "int8 vs fp32" in capsys.readouterr().out

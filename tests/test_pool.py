@@ -4,8 +4,8 @@ replica mid-session loses no request and no edit.
 
 Three real `kvsplice serve` processes: two with `--engine URL` (two users, three documents each)
 and one in-process twin that gets every document, edit and request too. Sessions use the exact
-strategy (recompute), so that a document re-opened after the kill must still draft what the twin,
-which never lost it, drafts.
+strategy (recompute) and windows that hold whole documents, so that a document re-opened after
+the kill must still draft what the twin, which never lost it, drafts.
 """
 import asyncio
 import socket

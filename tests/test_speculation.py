@@ -41,7 +41,7 @@ def never(text):
 
 @pytest.mark.real_model
 def test_speculative_drafts_equal_plain_greedy_on_real_code_in_fewer_forwards(engine):
-    s = engine.open_session(SOURCE[:5000])
+    s = engine.open_session(SOURCE[:5000], context_tokens=4096)  # the whole text
     forwards = tokens = 0
     for cursor in (2000, 3100, 5000):
         plain = s.complete(cursor, max_new_tokens=24, stop=never, speculate=0)
@@ -55,7 +55,7 @@ def test_speculative_drafts_equal_plain_greedy_on_real_code_in_fewer_forwards(en
 
 @pytest.mark.real_model
 def test_drafts_decoded_together_equal_drafts_decoded_one_by_one(engine):
-    s = engine.open_session(SOURCE[:4000])
+    s = engine.open_session(SOURCE[:4000], context_tokens=4096)  # cursors are the window's
     cursor = SOURCE.index("\n", 3000) + 1
     start = Start(s.window, cursor, room=40, drafts=3)
     firsts = start.logits.topk(3).indices.tolist()
