@@ -4,6 +4,9 @@ One table row per (op, shape, backend): median µs, effective GB/s (bytes the op
 divided by its time), and the speedup over the torch reference measured in the same run. On a
 CPU only the torch reference runs (the Triton interpreter's timings mean nothing); attention is
 also timed as plain `scaled_dot_product_attention` over the same cache, the baseline to beat.
+On a CPU the model's linear layers are timed too, for every weight format torch offers there:
+fp32 (the reference), bf16, kvsplice's int8 (fbgemm, engine/linear.py) and
+`torch._weight_int8pack_mm`, at one row (a decode step) and nine (one with 8 speculative rows).
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from kvsplice.engine.linear import Int8, int8_available
 from kvsplice.kernels import chunk_attention, decode_attention, rerotate_, rotate_and_move_
 from kvsplice.kernels.dispatch import triton
 
@@ -27,6 +31,12 @@ MODELS = {
     "smollm2-135m": dict(layers=30, kv_heads=3, heads=9, head_dim=64, tokens=2048),
     "qwen2.5-coder-0.5b": dict(layers=24, kv_heads=2, heads=14, head_dim=64, tokens=8192),
 }
+# Linear layer shapes (DESIGN §6): hidden size, MLP width, vocabulary, q and kv projection widths.
+LINEARS = {
+    "smollm2-135m": dict(hidden=576, intermediate=1536, vocab=49152, q=576, kv=192),
+    "qwen2.5-coder-0.5b": dict(hidden=896, intermediate=4864, vocab=151936, q=896, kv=128),
+}
+LINEAR_ROWS = (1, 9)
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TYPED_CHARS = 3  # a splice inserts a few tokens; the suffix moves (and rotates) by that much
 CHUNK_ROWS = 32  # new tokens encoded against the whole prefix (an edit, a FIM suffix window)
@@ -107,21 +117,46 @@ def _cases(shape: dict, dtype: torch.dtype, device: torch.device):
                                                   enable_gqa=hq != hkv)
 
         yield (name, f"q {hq}x{rows}x{dim} kv {hkv}x{tokens}", (2 * hkv * tokens + 2 * hq * rows) * dim * size,
-               {"op": lambda op=op, q=q, prefix=prefix: op(q, k[0], v[0], prefix, prefix, tokens), "sdpa": sdpa})
+               {"op": lambda op=op, q=q, prefix=prefix: op(q, k[0], v[0], prefix, prefix, tokens), "torch sdpa": sdpa})
 
 
-def run(models: list[str], dtype: str, device: torch.device, repeats: int, tokens: int | None) -> list[Row]:
+def _linear_cases(shape: dict):
+    """(op, shape text, int8 weight bytes, {format: callable}) for one model's linear layers on a
+    CPU; "op" is fp32 F.linear, the reference. Bytes are the int8 weights', the least any format
+    here reads."""
+    h, gen = shape["hidden"], torch.Generator().manual_seed(0)
+    layers = {"qkv": (shape["q"] + 2 * shape["kv"], h), "o": (h, shape["q"]),
+              "gate_up": (2 * shape["intermediate"], h), "down": (h, shape["intermediate"]),
+              "lm_head": (shape["vocab"], h)}
+    for name, (out, inp) in layers.items():
+        w = torch.randn(out, inp, generator=gen) / inp ** 0.5
+        w_bf16 = w.to(torch.bfloat16)
+        int8 = Int8(w) if int8_available() else None
+        scales = w.abs().amax(dim=1) / 127
+        w_int8 = (w / scales[:, None]).round().to(torch.int8)
+        for rows in LINEAR_ROWS:
+            x = torch.randn(rows, inp, generator=gen)
+            fns = {"op": lambda x=x, w=w: F.linear(x, w),
+                   "bf16": lambda x=x.to(torch.bfloat16), w=w_bf16: F.linear(x, w),
+                   "_weight_int8pack_mm": lambda x=x, w=w_int8, s=scales: torch._weight_int8pack_mm(x, w, s)}
+            if int8 is not None:
+                fns["int8 (kvsplice)"] = lambda x=x, f=int8: f(x)
+            yield "linear", f"{name} {inp}->{out} x{rows}", out * inp, fns
+
+
+def run(models: list[str], dtype: str, device: torch.device, repeats: int, tokens: int | None,
+        linear: bool = True) -> list[Row]:
     backends = ["torch"] + (["triton"] if device.type == "cuda" and triton is not None else [])
     rows = []
     for model in models:
         shape = dict(MODELS[model], **({"tokens": tokens} if tokens else {}))
-        for op, text, nbytes, fns in _cases(shape, DTYPES[dtype], device):
+        linears = _linear_cases(LINEARS[model]) if device.type == "cpu" and linear else ()
+        for op, text, nbytes, fns in (*_cases(shape, DTYPES[dtype], device), *linears):
             timed = []
             for backend in backends:
                 with _backend(backend):
                     timed.append((backend, _median_us(fns["op"], device, repeats)))
-            if "sdpa" in fns:
-                timed.append(("torch sdpa", _median_us(fns["sdpa"], device, repeats)))
+            timed += [(name, _median_us(fn, device, repeats)) for name, fn in fns.items() if name != "op"]
             reference = timed[0][1]
             for backend, us in timed:
                 rows.append(Row(op, model, text, dtype, backend, round(us, 1), round(nbytes / us / 1e3, 2),
@@ -153,6 +188,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dtype", choices=DTYPES, help="cache dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's own choice)")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per row (median reported)")
+    parser.add_argument("--no-linear", action="store_true", help="skip the linear layers (timed on CPU only)")
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -162,7 +198,7 @@ def main(argv: list[str]) -> int:
         parser.error("--device cuda: torch sees no CUDA GPU")
     dtype = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     models = list(MODELS) if args.model == "all" else [args.model]
-    rows = run(models, dtype, device, args.repeats, args.tokens)
+    rows = run(models, dtype, device, args.repeats, args.tokens, linear=not args.no_linear)
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({torch.get_num_threads()} threads)")
     print(f"kernels on {name}, torch {torch.__version__}; x torch = torch reference time / this time")

@@ -15,11 +15,10 @@ from .cache import KVCache
 from .linear import quant_for
 from .memory import MemoryBudget
 from .model import Segment, Transformer
-from .tokens import Vocabulary
+from .tokens import FIM_TOKENS, Vocabulary
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
           "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 # The default window is what this device encodes in about FIRST_ENCODE_S, measured when the
 # model loads: opening a file costs its window's first encode, and that is what a user waits for
 # before the first draft (`kvsplice bench window`). Between MIN_CONTEXT and the trained context.

@@ -29,8 +29,9 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 from .errors import ModelLoadError
 
 UTF8_BYTES = [b for b in range(256) if b not in (0xC0, 0xC1) and b < 0xF5]  # all that UTF-8 text can hold
-# Special tokens the engine finds by name (engine.py): never made byte stand-ins.
-ENGINE_TOKENS = ("<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+FIM_TOKENS = ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
+# Special tokens the engine finds by name (runtime.py): never made byte stand-ins.
+ENGINE_TOKENS = ("<|endoftext|>", *FIM_TOKENS)
 
 
 @dataclass(frozen=True)

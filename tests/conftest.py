@@ -5,7 +5,21 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
+from kvsplice.engine.runtime import Runtime  # noqa: E402
 from tiny_models import make_tiny_model, train_tokenizer  # noqa: E402
+
+MEASURED_ENCODE_RATE = Runtime._encode_rate
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_window_independent_of_load():
+    """The default window follows the encode rate measured at load, which a busy machine lowers.
+    In-process engines here get a fixed rate instead (their default window is the trained
+    context), so that a test's window never depends on the machine's load; tests of other windows
+    ask for them, and test_window.py tests the measured default."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Runtime, "_encode_rate", lambda self, tokens=64: 1e9)
+        yield
 
 
 @pytest.fixture(scope="session")

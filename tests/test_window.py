@@ -39,6 +39,22 @@ def test_a_long_document_opens_to_a_window_at_the_top_of_at_most_context_tokens(
     assert s.stats()["window"] == {"start": 0, "end": s.end, "context_tokens": CONTEXT}
 
 
+def test_the_default_window_is_what_the_device_encodes_in_a_few_seconds(engine, monkeypatch):
+    from conftest import MEASURED_ENCODE_RATE
+    from kvsplice.engine.runtime import FIRST_ENCODE_S, MIN_CONTEXT
+
+    rate = MEASURED_ENCODE_RATE(engine)
+    assert rate > 0
+    monkeypatch.setattr(engine, "encode_rate", 1000 / FIRST_ENCODE_S)
+    assert engine.context_tokens() == 768, "1,000 tokens, in whole 256-token steps"
+    monkeypatch.setattr(engine, "encode_rate", 1.0)
+    assert engine.context_tokens() == MIN_CONTEXT
+    assert engine.open_session(LONG[:20000]).context_tokens == MIN_CONTEXT
+    monkeypatch.setattr(engine, "encode_rate", 1e9)
+    assert engine.context_tokens() == engine.model.shape.max_positions - 256
+    assert engine.context_tokens(300) == 300
+
+
 def test_context_tokens_never_exceeds_the_trained_context(engine):
     s = engine.open_session("x = 1\n", context_tokens=10**6)
     assert s.context_tokens <= engine.model.shape.max_positions - 256
