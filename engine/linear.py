@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from kvsplice.kernels.dispatch import torchscript
 
 QUANTS = ("auto", "int8", "none")
+KEPT_ROWS = 32  # the largest decode step: a few drafts with their speculative rows
 _ENGINE = "fbgemm"  # torch's x86 engine picks the same kernels for dynamic linear; fbgemm is explicit
 
 
@@ -84,18 +85,20 @@ class Int8:
             self.packed = torch.ops.quantized.linear_prepack(q, None)
         self.out_features = out
         self.bias = None if bias is None else bias.detach().to(torch.float32)
-        self._inputs: dict[int, torch.Tensor] = {}
+        self._kept_input = self._new_input(KEPT_ROWS)
+
+    def _new_input(self, rows: int) -> torch.Tensor:
+        buf = torch.empty(2 * rows, self.in_features + 2)
+        buf[:, -2], buf[:, -1] = 1.0, -1.0
+        return buf
 
     def _input(self, rows: int) -> torch.Tensor:
-        """[2 rows, in + 2] buffer with the sentinel columns set (values, then residuals)."""
-        buf = self._inputs.get(rows)
-        if buf is None:
-            buf = torch.empty(2 * rows, self.in_features + 2)
-            buf[:, -2], buf[:, -1] = 1.0, -1.0
-            if len(self._inputs) > 64:
-                self._inputs.clear()
-            self._inputs[rows] = buf
-        return buf
+        """[2 rows, in + 2] buffer with the sentinel columns set (values, then residuals): one
+        kept buffer for decode-sized inputs, a new one for each prefill chunk, so that what a layer
+        holds stays small whatever chunk sizes edits make (a cache per size grew to 16 GB)."""
+        if rows > KEPT_ROWS:
+            return self._new_input(rows)
+        return self._kept_input[:2 * rows]  # its first 2 * rows rows: contiguous
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)

@@ -35,6 +35,25 @@ def test_a_rows_int8_result_does_not_depend_on_its_batch():
     assert torch.equal(lin(x[2:5]), together[2:5])
 
 
+def held_bytes(obj) -> int:
+    """Bytes of the tensors an object holds, in its attributes and their dicts and lists."""
+    if isinstance(obj, torch.Tensor):
+        return obj.untyped_storage().nbytes()
+    if isinstance(obj, dict):
+        return sum(held_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(held_bytes(v) for v in obj)
+    return held_bytes(vars(obj)) if hasattr(obj, "__dict__") else 0
+
+
+def test_an_int8_layer_holds_no_more_memory_after_inputs_of_many_sizes():
+    layer = Int8(torch.randn(64, 512))
+    before = held_bytes(layer)
+    for rows in (1, 3, 9, 33, 100, 257, 511):  # decode steps, speculation, prefill chunks of edits
+        assert layer(torch.randn(rows, 512)).shape == (rows, 64)
+    assert held_bytes(layer) == before
+
+
 def test_auto_quant_is_int8_on_cpu_in_fp32_and_dense_elsewhere():
     assert quant_for("auto", torch.device("cpu"), torch.float32) == "int8"
     assert quant_for("auto", torch.device("cpu"), torch.bfloat16) == "none"
