@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import random
+import re
 import statistics
 import sys
 import time
@@ -134,15 +135,25 @@ def _plain_progress(iterable, total, desc):
 # -- replay -------------------------------------------------------------------------------------
 
 FIM_MODES = {"fim-cache": dict(fim_suffix="cache"), "fim-encode": dict(fim_suffix="encode"), "no-fim": {}}
+FIM_MODE = re.compile(r"fim-cache(\d+)|fim-cache|fim-encode|no-fim")
 
 
 def split_fim(row: str) -> tuple[str, str | None]:
     """'pie+r32@fim-cache' -> ('pie+r32', 'fim-cache'): mid-file rows name how the draft reads
-    the suffix: its K/V from the cache, encoded per request (exact), or not at all."""
+    the suffix: its K/V from the cache (fim-cacheK: the K tokens nearest the cursor encoded),
+    encoded per request (exact), or not at all."""
     variant, _, mode = row.partition("@")
-    if mode and mode not in FIM_MODES:
-        raise ValueError(f"bad row {row!r}: after @ comes one of {', '.join(FIM_MODES)}")
+    if mode and not FIM_MODE.fullmatch(mode):
+        raise ValueError(f"bad row {row!r}: after @ comes one of {', '.join(FIM_MODES)} or fim-cacheK")
     return variant, mode or None
+
+
+def fim_options(mode: str | None) -> dict:
+    """Session options of a mid-file row's mode (split_fim)."""
+    match = FIM_MODE.fullmatch(mode or "")
+    if match and match.group(1):
+        return dict(fim_suffix="cache", suffix_exact=int(match.group(1)))
+    return FIM_MODES.get(mode, {})
 
 
 def reference_of(rows: list[str]) -> str:
@@ -167,7 +178,7 @@ def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
         variant, mode = split_fim(strategy)
         variant, oracle = split_oracle(variant)
         fim = mode not in (None, "no-fim") or (mode is None and args.fim)
-        s = fork(bases[fim], variant, **FIM_MODES.get(mode, {}))
+        s = fork(bases[fim], variant, **fim_options(mode))
         reports = [s.edit(*e) for e in case.edits]
         if s.text != case.document:
             raise AssertionError(f"case {case.index}: replayed text differs from the true document")

@@ -6,7 +6,8 @@ before the cursor, or for fill-in-the-middle models `<suffix> window <middle>`, 
 cache before the cursor. The FIM suffix window is not re-encoded: its K/V are copied from the
 live cache (the document after the cursor, already encoded in document order), keys rotated to
 their scratch positions, and only the two sentinels (and the rest of a token the cursor splits)
-are encoded; `fim_suffix="encode"` encodes the same tokens instead (exact, the reference). The
+are encoded, with the first `suffix_exact` suffix tokens (those nearest the cursor, whose stale
+rows cost the most); `fim_suffix="encode"` encodes them all instead (exact, the reference). The
 live cache is written only to encode rows that were pending anyway (a deferred edit's tokens,
 rows of a lazy open, a stale tail being refreshed).
 
@@ -27,7 +28,8 @@ from .model import Copy, Segment
 from .window import PREFILL_CHUNK, Window
 
 SUFFIX_TOKENS = 512  # default FIM suffix window, in tokens
-FIM_SUFFIX = ("cache", "encode")
+SUFFIX_EXACT = 0  # of which the ones nearest the cursor are encoded per request (cache mode)
+FIM_SUFFIX = ("cache", "encode", "none")  # "none": no fill-in-the-middle (Session opens without it)
 
 
 def line_stop(draft: str) -> int | None:
@@ -41,7 +43,8 @@ def line_stop(draft: str) -> int | None:
 
 def complete(window: Window, cursor: int, max_new_tokens: int = 48, n: int = 1,
              stop: str | Callable[[str], int | None] = "line", cancelled: Callable[[], bool] | None = None,
-             fim_suffix: str = "cache", suffix_tokens: int = SUFFIX_TOKENS, speculate: int = SPECULATE) -> list[str]:
+             fim_suffix: str = "cache", suffix_tokens: int = SUFFIX_TOKENS, speculate: int = SPECULATE,
+             suffix_exact: int = SUFFIX_EXACT) -> list[str]:
     """Up to n distinct drafts at `cursor` (a code-point offset in the window's text), decoded as
     one batch: the best n first tokens (typed bytes respected), each continued greedily,
     `speculate` tokens proposed per step from the document (0: plain greedy; same output)."""
@@ -53,7 +56,7 @@ def complete(window: Window, cursor: int, max_new_tokens: int = 48, n: int = 1,
     elif not callable(stop):
         raise ValueError(f"stop must be 'line' or a callable, not {stop!r}")
     start = Start(window, cursor, room=max_new_tokens + speculate + 1, drafts=n, fim_suffix=fim_suffix,
-                  suffix_tokens=suffix_tokens, cancelled=cancelled)
+                  suffix_tokens=suffix_tokens, cancelled=cancelled, suffix_exact=suffix_exact)
     candidates = _ranked(start.logits, window.vocab, start.typed)
     drafts: list[str] = []
     window.decode_stats = Stats(forwards=1)  # the first step's
@@ -79,7 +82,8 @@ class Start:
     """
 
     def __init__(self, window: Window, cursor: int, room: int = 0, drafts: int = 1, fim_suffix: str = "cache",
-                 suffix_tokens: int = SUFFIX_TOKENS, cancelled: Callable[[], bool] | None = None):
+                 suffix_tokens: int = SUFFIX_TOKENS, cancelled: Callable[[], bool] | None = None,
+                 suffix_exact: int = SUFFIX_EXACT):
         if not isinstance(cursor, int) or not 0 <= cursor <= len(window.text):
             raise ValueError(f"cursor {cursor} is out of bounds for a text of {len(window.text)} characters")
         if fim_suffix not in FIM_SUFFIX:
@@ -99,9 +103,10 @@ class Start:
             rest = window.bytes[cursor_b:starts[after]].decode("utf-8")  # of a token the cursor splits
             head = [window.fim[1], *(self.vocab.encode(rest) if rest else [])]
             suffix = live[HEAD + after:HEAD + end]
-            if fim_suffix == "cache":
-                scratch = [*head, *[None] * len(suffix), window.fim[2]]
-                copies = (Copy(HEAD + after, HEAD + end, self.cache.length + len(head),
+            if fim_suffix == "cache" and len(suffix) > suffix_exact:
+                exact = suffix[:suffix_exact]
+                scratch = [*head, *exact, *[None] * (len(suffix) - len(exact)), window.fim[2]]
+                copies = (Copy(HEAD + after + len(exact), HEAD + end, self.cache.length + len(head) + len(exact),
                                self.prefix_len + len(head) - (HEAD + after)),)
                 read_end = HEAD + end
             else:

@@ -33,23 +33,28 @@ class Session:
     """Window options (window.py): strategy, fim, min_chunk, refresh_tokens, tail_tokens, defer.
     Document options: `context_tokens` (the window's size; default per device, never past the
     model's trained context), `fim_suffix` ("cache": the FIM suffix window's K/V come from the
-    cache; "encode": encoded per request, exact), `suffix_tokens` (that window's length),
+    cache; "encode": encoded per request, exact; "none": drafts continue the prefix, as with
+    fim=False), `suffix_tokens` (that window's length),
+    `suffix_exact` (of which the tokens nearest the cursor encoded per request in "cache" mode),
     `encode` (False: the window is tokenized only, its rows encoded by `encode_missing` in slices
     or by the first draft)."""
 
     def __init__(self, runtime: Runtime, text: str, strategy: str = "pie", fim: bool | None = None,
                  context_tokens: int | None = None, fim_suffix: str = "cache",
-                 suffix_tokens: int = drafts.SUFFIX_TOKENS, encode: bool = True, **window_options):
+                 suffix_tokens: int = drafts.SUFFIX_TOKENS, suffix_exact: int = drafts.SUFFIX_EXACT,
+                 encode: bool = True, **window_options):
         if not isinstance(text, str):
             raise ValueError(f"text must be str, not {type(text).__name__}")
         if fim_suffix not in drafts.FIM_SUFFIX:
             raise ValueError(f"fim_suffix must be one of {', '.join(drafts.FIM_SUFFIX)}, not {fim_suffix!r}")
-        if suffix_tokens < 0:
-            raise ValueError(f"suffix_tokens must be >= 0, got {suffix_tokens}")
+        if suffix_tokens < 0 or suffix_exact < 0:
+            raise ValueError(f"suffix_tokens and suffix_exact must be >= 0, got {suffix_tokens}, {suffix_exact}")
+        if fim_suffix == "none":
+            fim = False
         self.runtime = runtime
         self.text = text
         self.context_tokens = runtime.context_tokens(context_tokens)
-        self.fim_suffix, self.suffix_tokens = fim_suffix, suffix_tokens
+        self.fim_suffix, self.suffix_tokens, self.suffix_exact = fim_suffix, suffix_tokens, suffix_exact
         uses_fim = runtime.fim_ids is not None and fim is not False
         after = min(suffix_tokens, self.context_tokens // 4) if uses_fim else self.context_tokens // 8
         self.placement = Placement(runtime.vocab, self.context_tokens, after)
@@ -108,16 +113,21 @@ class Session:
 
     def fork(self, **options) -> "Session":
         """An independent copy with its own cache and some options changed (strategy,
-        min_chunk, refresh_tokens, tail_tokens, defer, fim_suffix): strategies can then be
+        min_chunk, refresh_tokens, tail_tokens, defer, fim_suffix, suffix_exact): strategies can then be
         compared from one encoded document without paying for its prefill again."""
-        unknown = set(options) - set(WINDOW_OPTIONS) - {"fim_suffix"}
+        unknown = set(options) - set(WINDOW_OPTIONS) - {"fim_suffix", "suffix_exact"}
         if unknown:
             raise ValueError(f"fork cannot change {', '.join(sorted(unknown))}; it takes "
-                             f"{', '.join(WINDOW_OPTIONS)}, fim_suffix")
+                             f"{', '.join(WINDOW_OPTIONS)}, fim_suffix, suffix_exact")
+        fim_suffix = options.get("fim_suffix", self.fim_suffix)
+        if "none" in (fim_suffix, self.fim_suffix) and fim_suffix != self.fim_suffix:
+            raise ValueError("fork cannot turn fill-in-the-middle on or off (fim_suffix 'none'): "
+                             "the window's head token differs; open a new session")
         clone = copy.copy(self)
         clone.window = self.window.fork()
         clone.window.configure(**{**self.window.options, **{k: v for k, v in options.items() if k in WINDOW_OPTIONS}})
-        clone.fim_suffix = options.get("fim_suffix", self.fim_suffix)
+        clone.fim_suffix = fim_suffix
+        clone.suffix_exact = options.get("suffix_exact", self.suffix_exact)
         return clone
 
     # -- edits -----------------------------------------------------------------------------------
@@ -201,7 +211,7 @@ class Session:
         t0 = time.perf_counter()
         self.focus(cursor)
         out = drafts.complete(self.window, cursor - self.start, max_new_tokens, n, stop, cancelled,
-                              self.fim_suffix, self.suffix_tokens, speculate)
+                              self.fim_suffix, self.suffix_tokens, speculate, self.suffix_exact)
         self.last_draft_ms = (time.perf_counter() - t0) * 1e3  # not for a cancelled draft
         self._loaded()
         return out
@@ -211,7 +221,7 @@ class Session:
         cursor = len(self.text) if cursor is None else cursor
         self.focus(cursor)
         return drafts.Start(self.window, cursor - self.start, fim_suffix=self.fim_suffix,
-                            suffix_tokens=self.suffix_tokens).logits
+                            suffix_tokens=self.suffix_tokens, suffix_exact=self.suffix_exact).logits
 
     def encode_missing(self, budget_tokens: int | None = None,
                        interrupt: Callable[[], bool] | None = None) -> int:

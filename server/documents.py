@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from lsprotocol import types
 
-from .syntax import Stop, SyntaxTree
+from .syntax import MAX_TREE_CHARS, Stop, SyntaxTree, Trees, grammar
 
 EOL = re.compile(r"\r\n|\r|\n")
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str from JSON, a surrogate is always unpaired
@@ -50,17 +50,32 @@ class Edit:
 class Document:
     """One open document. `broken` holds why the mirror lost step with the editor, if it did;
     `changes` counts didChange notifications received, applied or not (a draft answers
-    ContentModified when it moved)."""
+    ContentModified when it moved). Its tree is parsed when first needed and kept while `trees`
+    (shared by a server's documents; by default this document's own) lets it."""
 
-    def __init__(self, uri: str, text: str, version: int, language_id: str, encoding: str = "utf-16"):
+    def __init__(self, uri: str, text: str, version: int, language_id: str, encoding: str = "utf-16",
+                 trees: Trees | None = None):
         text = engine_input(text)
         self.uri, self.text, self.version, self.language_id = uri, text, version, language_id
         self.encoding = encoding
         self._codec, self._width = CODECS[encoding]
-        self.syntax = SyntaxTree.for_language(language_id, text)
+        self.trees = trees or Trees()
+        self._syntax: SyntaxTree | None = None
         self.broken: str | None = None
         self.changes = 0
         self._starts: list[int] | None = None
+
+    @property
+    def syntax(self) -> SyntaxTree | None:
+        """The tree, kept in step with each change; None without a grammar or past MAX_TREE_CHARS."""
+        if self._syntax is None and len(self.text) <= MAX_TREE_CHARS and grammar(self.language_id):
+            self._syntax = SyntaxTree.for_language(self.language_id, self.text)
+        if self._syntax is not None:
+            self.trees.used(self)
+        return self._syntax
+
+    def drop_tree(self) -> None:
+        self._syntax = None
 
     @property
     def line_starts(self) -> list[int]:
@@ -113,7 +128,7 @@ class Document:
     def draft_stop(self, cursor: int, max_lines: int) -> Stop:
         """How a draft at `cursor` ends: at the end of its line, or with the block the cursor
         opens (syntax.py) when the language has a grammar and only closers follow on the line."""
-        if self.syntax is None or self.text[cursor:self.line_end(cursor)].strip(CLOSERS + " \t"):
+        if self.text[cursor:self.line_end(cursor)].strip(CLOSERS + " \t") or self.syntax is None:
             return "line"
         return self.syntax.block_stop(self.text, cursor, max_lines)
 
@@ -142,6 +157,9 @@ class Document:
         new = engine_input(change.text)
         old, self.text = self.text, self.text[:start] + new + self.text[end:]
         self._starts = None
-        if self.syntax is not None:
-            self.syntax.edit(old, start, end, new, self.text)
+        if self._syntax is not None:  # a dropped tree parses afresh when next needed
+            if len(self.text) > MAX_TREE_CHARS:
+                self._syntax = None
+            else:
+                self._syntax.edit(old, start, end, new, self.text)
         return Edit(start, end, new)

@@ -73,6 +73,7 @@ from .documents import Document, PositionError
 from .framing import CHUNK, Framer, Garbage, read_stdin
 from .progress import EncodeProgress, Progress
 from .settings import RELOAD, SESSION, Settings
+from .syntax import Trees
 from .worker import DraftJob, ModelWorker
 
 log = logging.getLogger(__name__)
@@ -243,6 +244,7 @@ class KvspliceServer(LanguageServer):
                          text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.settings = Settings()
         self.documents: dict[str, Document] = {}
+        self.trees = Trees()  # the open documents' syntax trees, bounded together
         self.worker = ModelWorker()
         self.pending: dict[str, DraftJob] = {}  # the live completion request of each document
         self.encodes: dict[str, EncodeProgress] = {}  # documents whose first encode is reported
@@ -423,7 +425,9 @@ class KvspliceServer(LanguageServer):
 
     def open(self, item: types.TextDocumentItem) -> None:
         encoding = str(getattr(self.workspace.position_encoding, "value", self.workspace.position_encoding))
-        doc = self.documents[item.uri] = Document(item.uri, item.text, item.version, item.language_id, encoding)
+        self.trees.forget(item.uri)  # a second didOpen replaces the document
+        doc = self.documents[item.uri] = Document(item.uri, item.text, item.version, item.language_id, encoding,
+                                                  self.trees)
         if self.settings.serves(doc.language_id):
             self.reopen(doc)
 
@@ -461,6 +465,7 @@ class KvspliceServer(LanguageServer):
         if self.documents.pop(uri, None) is None:
             self.show(types.MessageType.Warning, f"kvsplice: didClose for {uri}, which is not open; ignored")
             return
+        self.trees.forget(uri)
         if (job := self.pending.pop(uri, None)) is not None:
             job.cancel("the document was closed")
         self._stop_encode_progress(uri)

@@ -146,7 +146,7 @@ def test_deferred_rows_give_the_same_first_token_and_move_the_work_into_it(tiny_
 
 def test_mid_file_cases_compare_reading_the_suffix_from_the_cache_encoded_or_not_at_all(tiny_model_dir, tmp_path):
     out = tmp_path / "mid.json"
-    rows = "recompute@fim-encode,recompute@fim-cache,recompute@no-fim,pie@fim-cache"
+    rows = "recompute@fim-encode,recompute@fim-cache,recompute@fim-cache1000,recompute@no-fim,pie@fim-cache"
     assert bench_edits.main(["--model", str(tiny_model_dir(arch="qwen2", layers=2)), "--cases", "3", "--context", "160",
                              "--mid-file", "64", "--max-new-tokens", "6", "--strategies", rows, "--json", str(out),
                              "--no-progress"]) == 0
@@ -154,6 +154,7 @@ def test_mid_file_cases_compare_reading_the_suffix_from_the_cache_encoded_or_not
     res = {r["strategy"]: r for r in data["results"] if r["edit"] == "all"}
     assert res["recompute@fim-encode"]["kl"] == 0, "the exact suffix is the reference"
     assert res["recompute@fim-cache"]["kl"] > 0, "two layers: the copied suffix rows never saw <fim_suffix>"
+    assert res["recompute@fim-cache1000"]["kl"] == 0, "every suffix token nearest the cursor encoded: exact"
     assert res["recompute@no-fim"]["kl"] > res["recompute@fim-cache"]["kl"]
     assert all(c["strategy"] and "first_ms" in c for c in data["per_case"])
     assert bench_edits.main(["--model", str(tiny_model_dir(arch="qwen2", layers=2)), "--strategies",

@@ -4,6 +4,7 @@ import pytest
 from lsprotocol import types
 
 from kvsplice.server.documents import Document, PositionError
+from kvsplice.server.syntax import Trees
 
 
 def doc(text: str, encoding: str = "utf-16", language: str = "python") -> Document:
@@ -51,6 +52,7 @@ def test_positions_outside_the_text_are_errors(position, message):
 
 def test_changes_apply_in_order_and_report_code_point_offsets():
     d = doc("def f():\n    return 1\n")
+    assert d.syntax is not None  # parsed now, so the changes below edit it
     edit = d.apply(types.TextDocumentContentChangePartial(
         range=types.Range(pos(1, 11), pos(1, 12)), text="😀 + 2"))
     assert (edit.start, edit.end, edit.text) == (20, 21, "😀 + 2")
@@ -111,3 +113,22 @@ def test_lone_surrogates_become_replacement_characters_at_the_same_positions():
         held = Document("file:///t.py", d.text, 1, "python", encoding)
         units = len(client[:3].encode(codec, "surrogatepass")) // width
         assert held.offset_at(pos(0, units)) == 3 and held.position_at(3) == pos(0, units)
+
+
+def test_many_documents_keep_trees_within_the_budget_and_reparse_when_used_again():
+    trees = Trees(budget=100)
+    docs = [Document(f"file:///{i}.py", f"def f{i}(x):\n    return x\n" * 2, 1, "python", trees=trees) for i in range(6)]
+    for d in docs:
+        assert d.syntax is not None
+    kept = trees.kept
+    assert sum(len(d.text) for d in docs if d.uri in kept) <= 100 and kept[-1] == docs[-1].uri
+    assert docs[0]._syntax is None  # dropped, not only forgotten
+    docs[0].apply(types.TextDocumentContentChangePartial(range=types.Range(pos(1, 11), pos(1, 12)), text="x + 1"))
+    assert docs[0].syntax.matches_fresh_parse(docs[0].text) and trees.kept[-1] == docs[0].uri
+    assert docs[0].draft_stop(len("def f0(x):"), 4) != "line"  # block drafts come back with the tree
+
+
+def test_a_document_past_the_tree_limit_gets_line_drafts_without_a_parse(monkeypatch):
+    monkeypatch.setattr("kvsplice.server.documents.MAX_TREE_CHARS", 40)
+    d = doc("def f(x):\n\n" + "# filler\n" * 8)
+    assert d.syntax is None and d.draft_stop(len("def f(x):\n"), 4) == "line"

@@ -36,7 +36,7 @@ def test_a_change_replaces_only_the_keys_it_names_and_reports_unknown_ones():
     ({"defer": 1}, "true or false"),
     ({"quant": "int4"}, "one of auto, int8, none"),
     ({"contextTokens": 32}, "at least 64"),
-    ({"fim_suffix": "copy"}, "one of cache, encode"),
+    ({"fim_suffix": "copy"}, "one of cache, encode, none"),
     ({"speculate": -1}, "0 or more"),
     ("model", "must be an object"),
 ])
@@ -48,6 +48,6 @@ def test_bad_values_are_refused_naming_the_setting(options, message):
 def test_session_options_are_what_open_session_takes(tiny_model_dir):
     options = Settings(tail_tokens=4, defer=True).session_options()
     assert options == {"strategy": "pie", "refresh_tokens": 32, "tail_tokens": 4, "defer": True,
-                       "context_tokens": None, "fim_suffix": "cache", "suffix_tokens": 512}
+                       "context_tokens": None, "fim_suffix": "none", "suffix_tokens": 512, "suffix_exact": 0}
     session = Engine("tiny", tiny_model_dir("llama", layers=1)).open_session("x = 1\n", **options)
     assert (session.window.tail_tokens, session.window.defer) == (4, True)

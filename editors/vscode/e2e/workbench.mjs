@@ -116,6 +116,13 @@ async function runCommand(title) {
   await page.keyboard.press("Enter");
 }
 
+/** The cursor's [line, column] as the status bar shows them, or null while it shows none. */
+async function cursorPosition() {
+  const item = page.locator("#status\\.editor\\.selection");
+  const match = /Ln (\d+), Col (\d+)/.exec(await item.textContent({ timeout: UI_WAIT_MS }) ?? "");
+  return match && [Number(match[1]), Number(match[2])];
+}
+
 /** Ghost text shown in the editor: the rest of the cursor line, then any lines below it. */
 function ghostText() {
   return page.evaluate(() => {
@@ -200,7 +207,16 @@ const cases = [
     await page.keyboard.press("Enter");
     await page.keyboard.press("Enter");
     await page.keyboard.type(HEADER);
+    const [line] = await until("the cursor after the header",
+      async () => ((p) => p && p[1] === HEADER.length + 1 && p)(await cursorPosition()));
     await page.keyboard.press("Enter");
+    const [, column] = await until("the cursor on the next line",
+      async () => ((p) => p && p[0] === line + 1 && p)(await cursorPosition()));
+    // VS Code indents the body once Python's language configuration is in; typed this early it
+    // may not be yet, and a user would then indent by hand.
+    if (column === 1) {
+      await page.keyboard.type("    ");
+    }
     ghost = await until("ghost text after the function header", ghostText, MODEL_WAIT_MS);
     await screenshot("ghost-text");
     assert.ok(ghost.trim().length > 0);
