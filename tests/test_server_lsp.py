@@ -56,7 +56,7 @@ def assert_held(seen, text: str) -> None:
 async def start_server(model: object, encodings: list[str] | None = None, **options):
     """A server subprocess, initialized with `model` and options (by default one torch thread,
     the fastest on a shared CI machine, plain PIE encoded at each edit and no idle refresh, so
-    stats say exactly what each edit encoded),
+    stats say exactly what each edit encoded, and the tiny model's fill-in-the-middle drafts),
     and a client that takes progress reports and offers `encodings`."""
     client = make_test_lsp_client()
     await client.start_io(*SERVER)
@@ -64,7 +64,7 @@ async def start_server(model: object, encodings: list[str] | None = None, **opti
         general=types.GeneralClientCapabilities(position_encodings=encodings),
         window=types.WindowClientCapabilities(work_done_progress=True))
     pinned = {"model": str(model), "threads": 1, "idle_refresh_ms": 0, "refresh_tokens": 0, "tail_tokens": 0,
-              "defer": False, "context_tokens": 3072}
+              "defer": False, "context_tokens": 3072, "fim_suffix": "cache"}
     client.init_result = await client.initialize_session(types.InitializeParams(
         capabilities=capabilities, initialization_options={**pinned, **options}))
     return client
