@@ -135,7 +135,7 @@ def _plain_progress(iterable, total, desc):
 # -- replay -------------------------------------------------------------------------------------
 
 FIM_MODES = {"fim-cache": dict(fim_suffix="cache"), "fim-encode": dict(fim_suffix="encode"), "no-fim": {}}
-FIM_MODE = re.compile(r"fim-cache(\d+)|fim-cache|fim-encode|no-fim")
+FIM_MODE = re.compile("|".join([r"fim-cache(\d+)", *FIM_MODES]))
 
 
 def split_fim(row: str) -> tuple[str, str | None]:
