@@ -9,10 +9,10 @@ row: 5.1 ms against 22 ms fp32); fbgemm's fp16 weights, `torch._weight_int4pack_
 
 fbgemm also quantizes the input, with one scale for the whole tensor. Two consequences, two fixes:
 - A row's result would depend on the rows batched with it (drafts decoded together, speculative
-  rows, prefill chunks). So each row is divided by its own max |x|, and two sentinel columns
-  (+1 and -1, against zero weights) pin every input's range to exactly [-1, 1]: the
-  quantization grid is the same for every row, and a row's output is bit-identical whatever it
-  is batched with (integer accumulation is exact).
+  rows, prefill chunks). So each row is divided by its own max |x|, and a sentinel row (+1 and
+  -1, its output dropped) pins every input's range to exactly [-1, 1]: the quantization grid is
+  the same for every row, and a row's output is bit-identical whatever it is batched with
+  (integer accumulation is exact).
 - 7-bit activations lose too much on small models (mean first-token KL to fp32 0.17 on
   smollm2-135m: a few outlier channels set each token's scale). So every row goes in twice: its
   value, and the residual that the 7-bit grid missed (at most half a step, so scaled by a fixed
@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from kvsplice.kernels.dispatch import torchscript
 
 QUANTS = ("auto", "int8", "none")
-KEPT_ROWS = 32  # the largest decode step: a few drafts with their speculative rows
 _ENGINE = "fbgemm"  # torch's x86 engine picks the same kernels for dynamic linear; fbgemm is explicit
 
 
@@ -70,14 +69,13 @@ class Int8:
 
     # fbgemm's grid for inputs in [-1, 1] with reduce_range: q = round(63.5 x) + 64 (half to even),
     # so x = +1 is 64 steps (q = 128; fbgemm clamps to 127 only for a single-row input, and this
-    # class never sends one: values and residuals make at least two rows).
+    # class never sends one: values, residuals and the sentinel make at least three rows).
     GRID = 63.5
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         torch.backends.quantized.engine = _ENGINE
         w = weight.detach().to(torch.float32)
         out, self.in_features = w.shape
-        w = torch.cat((w, w.new_zeros(out, 2)), dim=1)  # the sentinel columns' weights
         scale = (w.abs().amax(dim=1) / 127).clamp_min(1e-12).to(torch.float64)
         with warnings.catch_warnings():  # quantized tensors are deprecated, fbgemm's linear is not gone
             warnings.simplefilter("ignore", UserWarning)
@@ -85,45 +83,30 @@ class Int8:
             self.packed = torch.ops.quantized.linear_prepack(q, None)
         self.out_features = out
         self.bias = None if bias is None else bias.detach().to(torch.float32)
-        self._kept_input = self._new_input(KEPT_ROWS)
-
-    def _new_input(self, rows: int) -> torch.Tensor:
-        buf = torch.empty(2 * rows, self.in_features + 2)
-        buf[:, -2], buf[:, -1] = 1.0, -1.0
-        return buf
-
-    def _input(self, rows: int) -> torch.Tensor:
-        """[2 rows, in + 2] buffer with the sentinel columns set (values, then residuals): one
-        kept buffer for decode-sized inputs, a new one for each prefill chunk, so that what a layer
-        holds stays small whatever chunk sizes edits make (a cache per size grew to 16 GB)."""
-        if rows > KEPT_ROWS:
-            return self._new_input(rows)
-        return self._kept_input[:2 * rows]  # its first 2 * rows rows: contiguous
+        self.sentinel = torch.zeros(1, self.in_features)
+        self.sentinel[0, :2] = torch.tensor([1.0, -1.0])
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        out = _int8_rows(rows, self.packed, self._input(rows.shape[0]), self.bias)
+        out = int8_rows(x.reshape(-1, self.in_features), self.packed, self.sentinel, self.bias)
         return out.view(*x.shape[:-1], self.out_features)
 
 
-def _int8_rows(rows: torch.Tensor, packed: torch.classes.quantized.LinearPackedParamsBase,
-               buf: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Int8's arithmetic on [n, in] rows with its [2n, in + 2] input buffer (TorchScript below)."""
-    n, k = rows.shape[0], rows.shape[1]
-    value, residual = buf[:n, :k], buf[n:, :k]
+def int8_rows(rows: torch.Tensor, packed: torch.classes.quantized.LinearPackedParamsBase,
+              sentinel: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """Int8's arithmetic on [n, in] rows (TorchScript below; step.py calls it from its stack)."""
+    n = rows.shape[0]
     scale = torch.linalg.vector_norm(rows, float("inf"), dim=[1], keepdim=True).clamp_min(1e-30)
-    torch.div(rows, scale, out=value)
-    grid = torch.mul(value, 63.5, out=residual)  # the value in grid steps (Int8.GRID)...
-    torch.sub(grid, grid.round(), out=residual).mul_(2.0)  # ...minus what the grid holds, x 127
-    y = torch.ops.quantized.linear_dynamic(buf, packed, True)
-    out = torch.add(y[:n], y[n:], alpha=1.0 / 127).mul_(scale)
+    value = rows / scale
+    grid = value * 63.5  # the value in grid steps (Int8.GRID), less what the grid holds, x 127:
+    residual = grid.sub_(grid.round()).mul_(2.0)
+    y = torch.ops.quantized.linear_dynamic(torch.cat((value, residual, sentinel)), packed, True)
+    out = torch.add(y.narrow(0, 0, n), y.narrow(0, n, n), alpha=1.0 / 127).mul_(scale)
     if bias is not None:
         out += bias
     return out
 
 
-# 229 instead of 318 us per gate+up call of smollm2-135m (the fbgemm call alone: 198 us).
-_int8_rows = torchscript(_int8_rows)
+int8_rows = torchscript(int8_rows)
 
 
 def make_linear(weight: torch.Tensor, bias: torch.Tensor | None, quant: str):

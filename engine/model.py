@@ -21,6 +21,7 @@ from kvsplice import kernels
 
 from .errors import Cancelled, ModelLoadError, UnsupportedArchitecture
 from .linear import Dense, Int8, make_linear
+from .step import Dims, int8_layers, rms_norm, run_layers
 
 SUPPORTED = ("llama", "qwen2")
 
@@ -155,6 +156,8 @@ class Transformer:
         self.norm = take("model.norm.weight")
         head = self.embed if shape.tied or "lm_head.weight" not in weights else take("lm_head.weight")
         self.lm_head = make_linear(head, None, quant)
+        self.int8 = int8_layers(self.layers) if quant == "int8" else None  # step.py runs these
+        self.dims = Dims(shape.heads, shape.kv_heads, shape.head_dim, shape.eps)
 
     @classmethod
     def from_folder(cls, folder: Path, device: torch.device, dtype: torch.dtype,
@@ -180,22 +183,49 @@ class Transformer:
         sees this layer's fresh K/V of an earlier one (a fused edit + tail re-run is exact).
         `interrupt` is asked before each layer; when it says so the forward raises Cancelled,
         the layers before rewritten for its rows (idle work that must yield within a layer).
+        int8 forwards run in step.py's TorchScript stack unless they copy rows (same results).
         """
         s = self.shape
         x = self.embed[ids]
-        n, q_size, kv_size = ids.shape[0], s.heads * s.head_dim, s.kv_heads * s.head_dim
-        positions = positions.to(self.device)
-        cos, sin = kernels.rope_angles(positions, self.inv_freq)
+        n = ids.shape[0]
+        cos, sin = kernels.rope_angles(positions.to(self.device), self.inv_freq)
         half = s.head_dim // 2
         cos, sin = cos[:, None, :half], sin[:, None, :half]
-        if len(segments) == 1:  # one run of slots: a slice, not an index (most forwards)
-            slots = slice(segments[0].chunk_end - n, segments[0].chunk_end)
+        slot_start = segments[0].chunk_end - n
+        slots = slice(slot_start, slot_start + n) if len(segments) == 1 else torch.cat(
+            [torch.arange(g.chunk_end - g.rows, g.chunk_end) for g in segments]).to(self.device)
+        if self.int8 is not None and not copies:
+            x = self._stack(x, cos, sin, slots, segments, k_cache, v_cache, interrupt)
         else:
-            slots = torch.cat([torch.arange(g.chunk_end - g.rows, g.chunk_end) for g in segments]).to(self.device)
+            self._layers(x, cos, sin, slots, segments, k_cache, v_cache, interrupt, copies)
+        if not logits_rows:
+            return None
+        return self.lm_head(rms_norm(x[-logits_rows:], self.norm, s.eps)).to(torch.float32)
+
+    def _stack(self, x, cos, sin, slots, segments, k_cache, v_cache, interrupt) -> torch.Tensor:
+        """All layers in one TorchScript call, or one call per layer when interruptible."""
+        spans = [(g.prefix_len, g.chunk_start, g.chunk_end, g.rows, g.chunk_end if g.keys_end is None else g.keys_end)
+                 for g in segments]
+        one_run = isinstance(slots, slice)
+        args = (cos, sin, slots.start if one_run else 0, None if one_run else slots, spans, k_cache, v_cache,
+                self.int8, self.dims)
+        if interrupt is None:
+            return run_layers(x, *args, 0, self.shape.layers)
+        for li in range(self.shape.layers):
+            if interrupt():
+                raise Cancelled(f"forward interrupted before layer {li}")
+            x = run_layers(x, *args, li, li + 1)
+        return x
+
+    def _layers(self, x, cos, sin, slots, segments, k_cache, v_cache, interrupt, copies) -> None:
+        """The layers in Python, x updated in place: the dense path (any device, Triton kernels
+        on CUDA) and forwards that copy rows between a layer's K/V writes and its attention."""
+        s, n = self.shape, x.shape[0]
+        q_size, kv_size = s.heads * s.head_dim, s.kv_heads * s.head_dim
         for li, layer in enumerate(self.layers):
             if interrupt is not None and interrupt():
                 raise Cancelled(f"forward interrupted before layer {li}")
-            qkv = layer.qkv(F.rms_norm(x, (s.hidden,), layer.norm1, s.eps))
+            qkv = layer.qkv(rms_norm(x, layer.norm1, s.eps))
             qk = kernels.rotate(qkv[:, :q_size + kv_size].view(n, s.heads + s.kv_heads, s.head_dim), cos, sin)
             q = qk[:, :s.heads].transpose(0, 1)
             k_cache[li][:, slots] = qk[:, s.heads:].transpose(0, 1)
@@ -210,8 +240,5 @@ class Transformer:
                 row += g.rows
             attn = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
             x += layer.o(attn.transpose(0, 1).reshape(n, q_size))
-            gate, up = layer.gate_up(F.rms_norm(x, (s.hidden,), layer.norm2, s.eps)).chunk(2, dim=-1)
+            gate, up = layer.gate_up(rms_norm(x, layer.norm2, s.eps)).chunk(2, dim=-1)
             x += layer.down(F.silu(gate).mul_(up))
-        if not logits_rows:
-            return None
-        return self.lm_head(F.rms_norm(x[-logits_rows:], (s.hidden,), self.norm, s.eps)).to(torch.float32)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import operator
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ _DECODE_ROWS = 16
 
 # ---- torch reference ---------------------------------------------------------------------------
 
-def _chunk_mask(m: int, chunk_len: int, device: torch.device, columns: int | None = None) -> torch.Tensor:
+def _chunk_mask(m: int, chunk_len: int, device: torch.device, columns: Optional[int] = None) -> torch.Tensor:
     """[m, columns (default chunk_len)] bool: row i sees chunk keys up to its own slot
     (bottom-right causal in the chunk; columns past the chunk are never seen)."""
     rows = torch.arange(m, device=device)[:, None] + (chunk_len - m)
@@ -46,26 +47,29 @@ def _attention_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_
     hq, m, dim = q.shape[0], q.shape[1], q.shape[2]
     hkv = k.shape[0]
     qg = q.float().reshape(hkv, (hq // hkv) * m, dim)
-    chunk_k, chunk_v = k[:, chunk_start:keys_end].float(), v[:, chunk_start:keys_end].float()
+    chunk_k = k.narrow(1, chunk_start, keys_end - chunk_start).float()
+    chunk_v = v.narrow(1, chunk_start, keys_end - chunk_start).float()
     chunk = torch.bmm(qg, chunk_k.transpose(1, 2))
     if m > 1 or keys_end > chunk_end:
         rows = torch.arange(m, device=q.device).unsqueeze(1) + (chunk_end - chunk_start - m)
-        visible = torch.arange(keys_end - chunk_start, device=q.device).unsqueeze(0) <= rows
-        chunk.view(hkv, hq // hkv, m, -1).masked_fill_(~visible, float("-inf"))
+        unseen = torch.arange(keys_end - chunk_start, device=q.device).unsqueeze(0) > rows
+        chunk.view(hkv, hq // hkv, m, -1).masked_fill_(unseen, float("-inf"))
     if prefix_len == 0:
         out = torch.bmm(chunk.mul_(scale).softmax(dim=-1), chunk_v)
     else:
-        prefix_v = v[:, :prefix_len].float()
-        scores = torch.cat([torch.bmm(qg, k[:, :prefix_len].float().transpose(1, 2)), chunk], dim=-1)
+        prefix_k, prefix_v = k.narrow(1, 0, prefix_len).float(), v.narrow(1, 0, prefix_len).float()
+        scores = torch.cat([torch.bmm(qg, prefix_k.transpose(1, 2)), chunk], dim=-1)
         probs = scores.mul_(scale).softmax(dim=-1)
-        out = torch.bmm(probs[:, :, :prefix_len], prefix_v) + torch.bmm(probs[:, :, prefix_len:], chunk_v)
+        out = torch.baddbmm(torch.bmm(probs.narrow(2, 0, prefix_len), prefix_v),
+                            probs.narrow(2, prefix_len, keys_end - chunk_start), chunk_v)
     return out.view(hq, m, dim).to(q.dtype)
 
 
 _attention_matmul = torchscript(_attention_matmul)
 
 
-def _attention_sdpa(q, k, v, prefix_len, chunk_start, chunk_end, scale):
+def _attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_len: int, chunk_start: int,
+                    chunk_end: int, scale: float) -> torch.Tensor:
     """SDPA's blocked kernel, for chunks and prefill: faster there, and no score matrix in memory."""
     m = q.shape[1]
     chunk_len = chunk_end - chunk_start
@@ -75,7 +79,7 @@ def _attention_sdpa(q, k, v, prefix_len, chunk_start, chunk_end, scale):
         keys = torch.cat((k[:, :prefix_len], k[:, chunk_start:chunk_end]), dim=1)
         values = torch.cat((v[:, :prefix_len], v[:, chunk_start:chunk_end]), dim=1)
     causal = prefix_len == 0 and m == chunk_len
-    mask = None
+    mask: Optional[torch.Tensor] = None
     if not causal and m > 1:
         mask = torch.cat((torch.ones(m, prefix_len, dtype=torch.bool, device=q.device),
                           _chunk_mask(m, chunk_len, q.device)), dim=1)
@@ -92,14 +96,20 @@ def _is_decode(q: torch.Tensor, k: torch.Tensor) -> bool:
 
 def attention_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-    prefix_len: int, chunk_start: int, chunk_end: int, scale: float | None = None, keys_end: int | None = None,
+    prefix_len: int, chunk_start: int, chunk_end: int, scale: Optional[float] = None, keys_end: Optional[int] = None,
+    matmul_rows: int = _DECODE_ROWS,
 ) -> torch.Tensor:
-    """q [Hq, m, D]; k, v [Hkv, S, D] (one layer of the cache). Returns [Hq, m, D]."""
+    """q [Hq, m, D]; k, v [Hkv, S, D] (one layer of the cache). Returns [Hq, m, D]. TorchScript, so
+    that the engine's CPU layer stack (engine/step.py) runs the same function without Python
+    (`matmul_rows` is an argument because TorchScript reads no module globals)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    if q.shape[1] <= _DECODE_ROWS:
+    if q.shape[1] <= matmul_rows:
         return _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale,
                                  chunk_end if keys_end is None else keys_end)
     return _attention_sdpa(q, k, v, prefix_len, chunk_start, chunk_end, scale)
+
+
+attention_reference = torchscript(attention_reference)
 
 
 # ---- Triton kernels ----------------------------------------------------------------------------

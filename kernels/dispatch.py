@@ -58,9 +58,9 @@ def use_triton(*tensors: torch.Tensor) -> bool:
 
 
 def torchscript(fn):
-    """fn compiled by TorchScript, for the CPU's small-op glue around the heavy ops (int8 linear
-    prologues, decode attention, RMSNorm): from Python each of a dozen small ops costs about
-    10 us on a laptop CPU, as much as the matmul they serve; TorchScript runs them without the
+    """fn compiled by TorchScript, for the CPU's small ops around the heavy ones (the int8 layer
+    stack, engine/step.py, and the functions it calls): from Python each small op costs about
+    10 us on a laptop CPU, as much as the matmul it serves; TorchScript runs them without the
     interpreter. torch.compile was slower here (its graph breaks at fbgemm's op, and its guards
     cost more than they save for one-row decode). torch.jit.script is deprecated in torch 2.13,
     whose version CI pins; this is the one place that applies it."""

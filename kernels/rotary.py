@@ -15,7 +15,7 @@ import operator
 
 import torch
 
-from .dispatch import jit, tl, triton, use_triton
+from .dispatch import jit, tl, torchscript, triton, use_triton
 
 
 def rope_angles(positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,17 +30,21 @@ def _rotate_into(out: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: tor
     y2 = x2 c + x1 s. Two fused multiply-adds per half, no other temporaries."""
     x = x.to(torch.float32)
     half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    torch.mul(x1, cos, out=out[..., :half]).addcmul_(x2, sin, value=-1)
-    torch.mul(x2, cos, out=out[..., half:]).addcmul_(x1, sin)
+    x1, x2 = x.narrow(-1, 0, half), x.narrow(-1, half, half)
+    torch.mul(x1, cos, out=out.narrow(-1, 0, half)).addcmul_(x2, sin, value=-1)
+    torch.mul(x2, cos, out=out.narrow(-1, half, half)).addcmul_(x1, sin)
     return out
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x [..., D] rotated by angles whose cos/sin [..., D/2] broadcast against x's halves (one
-    call for a forward's queries and keys together, angles computed once per forward)."""
+    call for a forward's queries and keys together, angles computed once per forward).
+    TorchScript: the engine's CPU layer stack (engine/step.py) calls it without Python."""
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     return _rotate_into(out, x, cos, sin).to(x.dtype)
+
+
+rotate = torchscript(rotate)
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
