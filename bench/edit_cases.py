@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kvsplice.server.documents import CLOSERS
+
 EDIT_TYPES = ("insert", "delete", "multi")
 MAX_LINE_CHARS = 200
 MAX_FILE_BYTES = 400_000
@@ -40,11 +42,24 @@ class Case:
     old_text: str          # the document the cache is built on
     edits: tuple[tuple[int, int, str], ...]  # (start, end, new_text) applied in order
     suffix: str = ""       # mid-file cases: the real code after the target line (the cursor's suffix)
+    rest: str = ""         # mid-line cases: what follows the hole on its line (closers), the suffix's start
 
     @property
     def document(self) -> str:
-        """The true document after the edits: the context, the target line left out, the suffix."""
+        """The true document after the edits: the context, the target left out, the suffix."""
         return self.context + self.suffix
+
+    @property
+    def truth(self) -> str:
+        """The true text from the cursor to the end of its line."""
+        return self.target + self.rest
+
+    def accepted(self, draft: str) -> str:
+        """What the cursor's line then reads from the cursor on, the draft accepted as the server
+        writes it (Document.draft_edit): closers after the cursor that the draft ends with are
+        replaced, not doubled (`foo(|)` with draft `x)` reads `x)`)."""
+        matched = next((k for k in range(len(self.rest), 0, -1) if draft.endswith(self.rest[:k])), 0)
+        return draft + self.rest[matched:]
 
     def replay(self) -> str:
         """Apply the edits to old_text; equals `document` (checked by the benchmark)."""
@@ -129,22 +144,27 @@ class CaseMaker:
                 return path, t, ctx
         raise ValueError(f"could not find targets with {self.context} tokens of context in {self.root}")
 
-    def case(self, index: int, edit: str, suffix_tokens: int = 0) -> Case:
+    def case(self, index: int, edit: str, suffix_tokens: int = 0, mid_line: bool = False) -> Case:
         """Case `index` (a pure function of it); with `suffix_tokens`, a mid-file case whose
-        document goes on after the target line with up to that many tokens of the file."""
+        document goes on after the target line with up to that many tokens of the file. With
+        `mid_line` the cursor sits inside the target line: its start typed, the closers at its
+        end already there (as editors auto-insert them), the hole in between the target."""
         rng = random.Random(f"{self.seed}:{index}:{self.context}")
         path, t, ctx = self.draw(rng)
         lines = _read_lines(path)
-        target = lines[t].rstrip("\r\n")
+        target, typed, rest = lines[t].rstrip("\r\n"), "", ""
         suffix = "".join(self.truncate(lines[t + 1:][::-1], suffix_tokens)[::-1]) if suffix_tokens else ""
+        if mid_line:
+            typed, target, rest = _hole(target, random.Random(f"{self.seed}:{index}:{self.context}:mid-line"))
+            suffix = rest + lines[t][len(typed) + len(target) + len(rest):] + suffix
         if edit == "multi":
             kinds = [rng.choice(("insert", "delete", "replace")) for _ in range(3)]
         else:
             kinds = [edit]
         regions = self._regions(rng, ctx, kinds, path)
         old_text, edits = _build(ctx, regions, rng)
-        case = Case(index, edit, str(path.relative_to(self.root)), t + 1, "".join(ctx), target,
-                    old_text + suffix, tuple(edits), suffix)
+        case = Case(index, edit, str(path.relative_to(self.root)), t + 1, "".join(ctx) + typed, target,
+                    old_text + typed + suffix, tuple(edits), suffix, rest)
         assert case.replay() == case.document
         return case
 
@@ -166,6 +186,17 @@ class CaseMaker:
             # Disjoint and not touching: two edits at one spot would be one edit.
             if all(r.b < s.a for r, s in zip(regions, regions[1:])):
                 return regions
+
+
+def _hole(line: str, rng: random.Random) -> tuple[str, str, str]:
+    """line split as (typed, hole, closers): the cursor after at least one character of the
+    line's code, the hole at least one character up to the closers that end the line."""
+    code = line.rstrip(CLOSERS + " ")
+    indent = len(line) - len(line.lstrip())
+    if len(code) - indent < 2:  # nothing to split: the whole line is the hole
+        return "", line, ""
+    a = rng.randint(indent + 1, len(code) - 1)
+    return line[:a], line[a:len(code)], line[len(code):]
 
 
 def _build(ctx: list[str], regions: list[Region], rng: random.Random) -> tuple[str, list[tuple[int, int, str]]]:

@@ -203,8 +203,8 @@ def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
     out = []
     for strategy in strategies:
         row = rows[strategy]
-        row["em"] = exact_match(row["draft"], case.target)
-        row["es"] = edit_similarity(row["draft"], case.target)
+        row["em"] = exact_match(case.accepted(row["draft"]), case.truth)
+        row["es"] = edit_similarity(case.accepted(row["draft"]), case.truth)
         if reference in rows:
             ref = logits[reference]
             row["agree"] = exact_match(row["draft"], rows[reference]["draft"])
@@ -267,9 +267,9 @@ def replay(engine, args, strategies, edits) -> dict:
         if args.time_limit and time.perf_counter() - t0 > args.time_limit:
             print(f"time limit reached after {i} cases", file=sys.stderr)
             break
-        case = maker.case(i, edits[i % len(edits)], args.mid_file)
+        case = maker.case(i, edits[i % len(edits)], args.mid_file, args.mid_line)
         cases.append(dict(index=i, edit=case.edit, source=case.source, line=case.line_no,
-                          target=case.target, context_tokens=len(engine.vocab.encode(case.context)),
+                          target=case.target, rest=case.rest, context_tokens=len(engine.vocab.encode(case.context)),
                           edits=len(case.edits)))
         rows.extend(run_case(engine, case, strategies, args, rng))
     return dict(cases=len(cases), case_list=cases, per_case=rows,
@@ -289,7 +289,7 @@ def quant_check(args, edits) -> dict:
     maker = CaseMaker(corpus, lambda t: len(engines["none"].vocab.encode(t)), args.context, args.seed)
     rows = []
     for i in progress(range(args.start, args.start + args.cases), args.cases, "quant", args.progress):
-        case = maker.case(i, edits[i % len(edits)], args.mid_file)
+        case = maker.case(i, edits[i % len(edits)], args.mid_file, args.mid_line)
         out = {}
         for quant, engine in engines.items():
             s = engine.open_session(case.old_text, strategy=REFERENCE, fim=None if args.mid_file else args.fim,
@@ -303,8 +303,8 @@ def quant_check(args, edits) -> dict:
         (ref, ref_draft), (q8, draft) = out["none"], out["int8"]
         rows.append(dict(case=i, edit=case.edit, kl=kl_divergence(ref, q8),
                          first_token_agree=float(int(ref.argmax()) == int(q8.argmax())),
-                         agree=exact_match(draft, ref_draft), em_fp32=exact_match(ref_draft, case.target),
-                         em_int8=exact_match(draft, case.target)))
+                         agree=exact_match(draft, ref_draft), em_fp32=exact_match(case.accepted(ref_draft), case.truth),
+                         em_int8=exact_match(case.accepted(draft), case.truth)))
     summary = {key: _mean([r[key] for r in rows]) for key in ("kl", "first_token_agree", "agree", "em_fp32", "em_int8")}
     summary["kl_ci"] = bootstrap_ci([r["kl"] for r in rows], args.seed)
     summary["em_diff_ci"] = bootstrap_ci([r["em_int8"] - r["em_fp32"] for r in rows], args.seed)
@@ -651,6 +651,10 @@ def parser() -> argparse.ArgumentParser:
                    help="mid-file cases: the document goes on after the target line with up to TOKENS "
                         "tokens of the file (the draft's suffix); rows then take @fim-cache, @fim-encode "
                         "or @no-fim (e.g. recompute@fim-encode,recompute@fim-cache,recompute@no-fim,pie@fim-cache)")
+    p.add_argument("--mid-line", action="store_true",
+                   help="with --mid-file: the cursor inside the target line (its start typed, its closing "
+                        "brackets and quotes after the cursor); scored on the line as it reads with the "
+                        "draft accepted")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--min-chunk", type=int, default=32, help="chunk-reuse minimum chunk")
     p.add_argument("--replay", action="store_true", help="run the replay too when --curve/--humaneval are given")
@@ -688,20 +692,22 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if mode and not args.mid_file:
                 bad.append(f"{s} (@ rows need --mid-file)")
+    if args.mid_line and not args.mid_file:
+        bad.append("--mid-line (it needs --mid-file)")
     if any(split_oracle(split_fim(s)[0])[1] for s in strategies if s not in bad):
         if reference_of(strategies) not in strategies:
             bad.append(f"oracle rows without {REFERENCE} (they need its cache)")
         if args.curve or args.humaneval:
             bad.append("oracle rows outside the replay (they need recompute's cache of each case)")
     if bad:
-        print(f"unknown strategy or edit type: {', '.join(bad)}", file=sys.stderr)
+        print(f"bad strategy, edit type or option: {', '.join(bad)}", file=sys.stderr)
         return 2
     args.fim = args.fim == "on"
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.compare_quant:
         data = dict(model=args.model, context=args.context, seed=args.seed, mid_file=args.mid_file,
-                    quant=quant_check(args, edits))
+                    mid_line=args.mid_line, quant=quant_check(args, edits))
         print(format_quant(data["quant"]))
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -719,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         data.update(model=args.model, device=args.device, dtype=args.dtype, quant=engine.quant, seed=args.seed,
                     context=args.context, fim=args.fim, max_new_tokens=args.max_new_tokens,
+                    mid_file=args.mid_file, mid_line=args.mid_line,
                     corpus=str(args.corpus or default_corpus()), threads=torch.get_num_threads())
         if run_replay:
             merge(data, replay(engine, args, strategies, edits))

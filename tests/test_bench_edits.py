@@ -1,4 +1,5 @@
 """Smoke version of `kvsplice bench edits` on a tiny random model: the full runs are commands."""
+import dataclasses
 import json
 
 import pytest
@@ -159,6 +160,42 @@ def test_mid_file_cases_compare_reading_the_suffix_from_the_cache_encoded_or_not
     assert all(c["strategy"] and "first_ms" in c for c in data["per_case"])
     assert bench_edits.main(["--model", str(tiny_model_dir(arch="qwen2", layers=2)), "--strategies",
                              "recompute@fim-cache", "--no-progress"]) == 2, "@ rows need --mid-file"
+
+
+def test_mid_line_cases_put_the_cursor_inside_the_line_before_its_closers(tiny_model_dir, tmp_path):
+    from kvsplice.engine import Engine
+    from kvsplice.server.documents import CLOSERS
+
+    model = tiny_model_dir(arch="qwen2", layers=2)
+    engine = Engine.load(str(model))
+    maker = CaseMaker(default_corpus(), lambda t: len(engine.vocab.encode(t)), 160, seed=5)
+    split = 0
+    for i in range(12):
+        line_start, mid = maker.case(i, "insert", 64), maker.case(i, "insert", 64, mid_line=True)
+        assert mid.replay() == mid.document
+        assert mid.context + mid.target + mid.suffix == line_start.context + line_start.target + "\n" + line_start.suffix
+        assert mid.context.startswith(line_start.context) and mid.suffix.startswith(mid.rest)
+        typed = mid.context[len(line_start.context):]
+        assert typed + mid.truth == line_start.target and mid.target
+        assert not mid.rest.strip(CLOSERS + " ")
+        split += bool(typed.strip())
+        assert mid == maker.case(i, "insert", 64, mid_line=True)
+    assert split >= 10, "nearly every target line has code to split"
+
+    case = dataclasses.replace(maker.case(0, "insert", 64, mid_line=True), target="x", rest=")]")
+    assert case.truth == "x)]"
+    assert case.accepted("x") == "x)]" and case.accepted("x)") == "x)]" and case.accepted("x)]") == "x)]"
+    assert case.accepted("x]") == "x])]", "only a run of the closers in their own order is replaced"
+
+    out = tmp_path / "mid-line.json"
+    rows = "recompute@fim-encode,recompute@no-fim"
+    assert bench_edits.main(["--model", str(model), "--cases", "2", "--context", "160", "--mid-file", "64",
+                             "--mid-line", "--max-new-tokens", "6", "--strategies", rows, "--json", str(out),
+                             "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert data["mid_line"] and all("rest" in c for c in data["case_list"])
+    assert {r["strategy"] for r in data["per_case"]} == set(rows.split(","))
+    assert bench_edits.main(["--model", str(model), "--mid-line", "--no-progress"]) == 2, "--mid-line needs --mid-file"
 
 
 def test_compare_quant_scores_int8_against_fp32_on_the_same_cases(tiny_model_dir, tmp_path, capsys):
