@@ -189,12 +189,16 @@ def test_mid_line_cases_put_the_cursor_inside_the_line_before_its_closers(tiny_m
 
     out = tmp_path / "mid-line.json"
     rows = "recompute@fim-encode,recompute@no-fim"
-    assert bench_edits.main(["--model", str(model), "--cases", "2", "--context", "160", "--mid-file", "64",
+    assert bench_edits.main(["--model", str(model), "--cases", "4", "--seed", "5", "--context", "160", "--mid-file", "64",
                              "--mid-line", "--max-new-tokens", "6", "--strategies", rows, "--json", str(out),
                              "--no-progress"]) == 0
     data = json.loads(out.read_text())
-    assert data["mid_line"] and all("rest" in c for c in data["case_list"])
-    assert {r["strategy"] for r in data["per_case"]} == set(rows.split(","))
+    assert data["mid_line"] and {r["strategy"] for r in data["per_case"]} == set(rows.split(","))
+    cases = {c["index"]: dataclasses.replace(case, target=c["target"], rest=c["rest"]) for c in data["case_list"]}
+    assert any(c.rest for c in cases.values()), "some hole has closers after it"
+    for r in data["per_case"]:  # scored on the line as it reads, closers after the cursor included
+        c = cases[r["case"]]
+        assert r["es"] == bench_edits.edit_similarity(c.accepted(r["draft"]), c.truth)
     assert bench_edits.main(["--model", str(model), "--mid-line", "--no-progress"]) == 2, "--mid-line needs --mid-file"
 
 
