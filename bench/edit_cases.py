@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from kvsplice.server.documents import CLOSERS
+from kvsplice.server.documents import CLOSERS, redundant_after
 
 EDIT_TYPES = ("insert", "delete", "multi")
 MAX_LINE_CHARS = 200
@@ -56,10 +56,9 @@ class Case:
 
     def accepted(self, draft: str) -> str:
         """What the cursor's line then reads from the cursor on, the draft accepted as the server
-        writes it (Document.draft_edit): closers after the cursor that the draft ends with are
-        replaced, not doubled (`foo(|)` with draft `x)` reads `x)`)."""
-        matched = next((k for k in range(len(self.rest), 0, -1) if draft.endswith(self.rest[:k])), 0)
-        return draft + self.rest[matched:]
+        writes it (documents.redundant_after: closers after the cursor that the draft ends with
+        are replaced, not doubled: `foo(|)` with draft `x)` reads `x)`)."""
+        return draft + self.rest[redundant_after(self.rest, draft):]
 
     def replay(self) -> str:
         """Apply the edits to old_text; equals `document` (checked by the benchmark)."""

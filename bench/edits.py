@@ -203,8 +203,8 @@ def run_case(engine, case, strategies, args, rng: random.Random) -> list[dict]:
     out = []
     for strategy in strategies:
         row = rows[strategy]
-        row["em"] = exact_match(case.accepted(row["draft"]), case.truth)
-        row["es"] = edit_similarity(case.accepted(row["draft"]), case.truth)
+        line = case.accepted(row["draft"])
+        row["em"], row["es"] = exact_match(line, case.truth), edit_similarity(line, case.truth)
         if reference in rows:
             ref = logits[reference]
             row["agree"] = exact_match(row["draft"], rows[reference]["draft"])

@@ -26,6 +26,16 @@ CLOSERS = ")]}>'\"`;,"  # what editors auto-insert after a cursor, and statement
 CODECS = {"utf-8": ("utf-8", 1), "utf-16": ("utf-16-le", 2), "utf-32": (None, 1)}
 
 
+def redundant_after(rest: str, draft: str) -> int:
+    """How much of `rest` (the line after the cursor) a draft written at the cursor replaces:
+    blanks only (the draft brings its own indentation), or closers the editor auto-inserted
+    that the draft ends with (`foo(|)` with draft `x)` gives `foo(x)`, not `foo(x))`)."""
+    blanks = len(rest) - len(rest.lstrip(" \t"))
+    closers = len(rest) - blanks - len(rest[blanks:].lstrip(CLOSERS))
+    matched = next((k for k in range(closers, 0, -1) if draft.endswith(rest[blanks:blanks + k])), 0)
+    return len(rest) if blanks == len(rest) else blanks + matched if matched else 0
+
+
 def engine_input(text: str) -> str:
     """Client text as the mirror, the tree and the engine hold it: each lone surrogate (JSON
     strings can carry one, UTF-8 cannot, so neither tree-sitter nor the tokenizer take it)
@@ -133,15 +143,9 @@ class Document:
         return self.syntax.block_stop(self.text, cursor, max_lines)
 
     def draft_edit(self, cursor: int, draft: str) -> types.TextEdit:
-        """The edit that writes a draft at the cursor. It also replaces what the draft makes
-        redundant after the cursor on its line: blanks only (the draft brings its own
-        indentation), or closers the editor auto-inserted that the draft ends with
-        (`foo(|)` with draft `x)` gives `foo(x)`, not `foo(x))`)."""
-        rest = self.text[cursor:self.line_end(cursor)]
-        blanks = len(rest) - len(rest.lstrip(" \t"))
-        closers = len(rest) - blanks - len(rest[blanks:].lstrip(CLOSERS))
-        matched = next((k for k in range(closers, 0, -1) if draft.endswith(rest[blanks:blanks + k])), 0)
-        replaced = len(rest) if blanks == len(rest) else blanks + matched if matched else 0
+        """The edit that writes a draft at the cursor, replacing what it makes redundant after
+        the cursor on its line (`redundant_after`)."""
+        replaced = redundant_after(self.text[cursor:self.line_end(cursor)], draft)
         return types.TextEdit(range=types.Range(self.position_at(cursor), self.position_at(cursor + replaced)),
                               new_text=draft)
 
