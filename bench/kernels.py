@@ -1,9 +1,11 @@
 """`kvsplice bench kernels`: time each cache op per backend on model-shaped caches.
 
 One table row per (op, shape, backend): median µs, effective GB/s (bytes the op must move
-divided by its time), and the speedup over the torch reference measured in the same run. On a
-CPU only the torch reference runs (the Triton interpreter's timings mean nothing); attention is
-also timed as plain `scaled_dot_product_attention` over the same cache, the baseline to beat.
+divided by its time), and the speedup over the "torch" row measured in the same run. On a CPU
+only the "torch" backend runs (the Triton interpreter's timings mean nothing): what the engine
+runs there, which for decode attention is the C++ kernel of kernels.native where it built, so
+that row is also timed as the torch reference's batched matmul ("torch bmm"); attention is also
+timed as plain `scaled_dot_product_attention` over the same cache, the baseline to beat.
 On a CPU the model's linear layers are timed too, for every weight format torch offers there:
 fp32 (the reference), bf16, kvsplice's int8 (fbgemm, engine/linear.py) and
 `torch._weight_int8pack_mm`, at one row (a decode step) and nine (one with 8 speculative rows).
@@ -22,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from kvsplice.engine.linear import Int8, int8_available
-from kvsplice.kernels import chunk_attention, decode_attention, rerotate_, rotate_and_move_
+from kvsplice.kernels import chunk_attention, decode_attention, native, rerotate_, rotate_and_move_
+from kvsplice.kernels.attention import attention_reference
 from kvsplice.kernels.dispatch import triton
 
 # Cache shapes of the models the project runs (DESIGN §6): layers, kv heads, q heads, head_dim,
@@ -116,8 +119,10 @@ def _cases(shape: dict, dtype: torch.dtype, device: torch.device):
             return F.scaled_dot_product_attention(q[None], keys[None], values[None], attn_mask=mask,
                                                   enable_gqa=hq != hkv)
 
-        yield (name, f"q {hq}x{rows}x{dim} kv {hkv}x{tokens}", (2 * hkv * tokens + 2 * hq * rows) * dim * size,
-               {"op": lambda op=op, q=q, prefix=prefix: op(q, k[0], v[0], prefix, prefix, tokens), "torch sdpa": sdpa})
+        fns = {"op": lambda op=op, q=q, prefix=prefix: op(q, k[0], v[0], prefix, prefix, tokens), "torch sdpa": sdpa}
+        if device.type == "cpu" and rows == 1:
+            fns["torch bmm"] = lambda q=q, prefix=prefix: attention_reference(q, k[0], v[0], prefix, prefix, tokens)
+        yield name, f"q {hq}x{rows}x{dim} kv {hkv}x{tokens}", (2 * hkv * tokens + 2 * hq * rows) * dim * size, fns
 
 
 def _linear_cases(shape: dict):
@@ -147,6 +152,8 @@ def _linear_cases(shape: dict):
 def run(models: list[str], dtype: str, device: torch.device, repeats: int, tokens: int | None,
         linear: bool = True) -> list[Row]:
     backends = ["torch"] + (["triton"] if device.type == "cuda" and triton is not None else [])
+    if device.type == "cpu":
+        native.load()
     rows = []
     for model in models:
         shape = dict(MODELS[model], **({"tokens": tokens} if tokens else {}))

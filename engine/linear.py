@@ -67,11 +67,6 @@ class Int8:
     """int8 weights (one scale per output channel), activations as value + residual on fbgemm's
     7-bit grid (see the module docstring)."""
 
-    # fbgemm's grid for inputs in [-1, 1] with reduce_range: q = round(63.5 x) + 64 (half to even),
-    # so x = +1 is 64 steps (q = 128; fbgemm clamps to 127 only for a single-row input, and this
-    # class never sends one: values, residuals and the sentinel make at least three rows).
-    GRID = 63.5
-
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
         torch.backends.quantized.engine = _ENGINE
         w = weight.detach().to(torch.float32)
@@ -93,17 +88,12 @@ class Int8:
 
 def int8_rows(rows: torch.Tensor, packed: torch.classes.quantized.LinearPackedParamsBase,
               sentinel: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """Int8's arithmetic on [n, in] rows (TorchScript below; step.py calls it from its stack)."""
-    n = rows.shape[0]
-    scale = torch.linalg.vector_norm(rows, float("inf"), dim=[1], keepdim=True).clamp_min(1e-30)
-    value = rows / scale
-    grid = value * 63.5  # the value in grid steps (Int8.GRID), less what the grid holds, x 127:
-    residual = grid.sub_(grid.round()).mul_(2.0)
-    y = torch.ops.quantized.linear_dynamic(torch.cat((value, residual, sentinel)), packed, True)
-    out = torch.add(y.narrow(0, 0, n), y.narrow(0, n, n), alpha=1.0 / 127).mul_(scale)
-    if bias is not None:
-        out += bias
-    return out
+    """Int8's arithmetic on [n, in] rows (TorchScript below; step.py calls it from its stack): the
+    value and residual rows and the sentinel in, their outputs recombined (the ops of
+    kernels/rows.py, which importing kvsplice.kernels defines)."""
+    stacked, scale = torch.ops.kvsplice.int8_input(rows, sentinel)
+    y = torch.ops.quantized.linear_dynamic(stacked, packed, True)
+    return torch.ops.kvsplice.int8_output(y, scale, bias)
 
 
 int8_rows = torchscript(int8_rows)

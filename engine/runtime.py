@@ -10,6 +10,8 @@ import time
 import torch
 from transformers import AutoTokenizer
 
+from kvsplice.kernels import native
+
 from .errors import ModelLoadError
 from .cache import KVCache
 from .linear import quant_for
@@ -53,6 +55,8 @@ class Runtime:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
         self.quant = quant_for(quant, self.device, self.dtype)
+        # Which kernels the CPU runs ("avx2": kernels.native's C++, or "torch (why)"); before the warm-up.
+        self.cpu_kernels = native.load() if self.device.type == "cpu" else None
         self.model = Transformer.from_folder(self.folder, self.device, self.dtype, self.quant)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.vocab = Vocabulary(self.tokenizer)

@@ -7,7 +7,7 @@ for Qwen2.5-Coder-0.5B, whose linears weigh more (README). `Transformer.forward`
 its int8 forwards here, one call for all layers (one per layer when it must be interruptible);
 only a forward that copies cache rows between layers (a FIM draft's suffix window) stays in
 Python. The stack calls the very functions the Python forward calls (`rms_norm`,
-`linear.int8_rows`, `kernels.rotary.rotate`, `kernels.attention.attention_reference`) in the
+`linear.int8_rows`, `kernels.rotary.rotate`, `kernels.attention.attention_cpu`) in the
 same order, so the two give the same bits (tests/test_step.py).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from kvsplice.kernels.attention import attention_reference
+from kvsplice.kernels.attention import attention_cpu
 from kvsplice.kernels.dispatch import torchscript
 from kvsplice.kernels.rotary import rotate
 
@@ -88,8 +88,8 @@ def run_layers(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, slot_start
         outs: List[torch.Tensor] = []
         row = 0
         for g in segments:
-            outs.append(attention_reference(q.narrow(1, row, g[3]), k_cache[li], v_cache[li], g[0], g[1], g[2],
-                                            None, g[4]))
+            outs.append(attention_cpu(q.narrow(1, row, g[3]), k_cache[li], v_cache[li], g[0], g[1], g[2],
+                                      None, g[4]))
             row += g[3]
         attn = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
         x = x + int8_rows(attn.transpose(0, 1).reshape(n, q_size), w.o[li], w.sentinels[1], None)

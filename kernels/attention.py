@@ -67,6 +67,19 @@ def _attention_matmul(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_
 
 _attention_matmul = torchscript(_attention_matmul)
 
+# The CPU decode op: the AVX2 kernel (decode_attention.cpp) once kernels.native has built and
+# loaded it, and `_attention_matmul` until then or where it cannot build. An op rather than a
+# Python branch, so that the TorchScript layer stack (engine/step.py) calls whichever runs.
+# Defined once per process: run from the repository's root, this file is also importable as the
+# top-level `kernels.attention` (transformers probes for a package named `kernels`).
+if not hasattr(torch.ops.kvsplice, "decode_attention"):
+    _LIBRARY = torch.library.Library("kvsplice", "FRAGMENT")
+    _LIBRARY.define("decode_attention(Tensor q, Tensor k, Tensor v, int prefix_len, int chunk_start, "
+                    "int chunk_end, int keys_end, float scale) -> Tensor")
+    _LIBRARY.impl("decode_attention", lambda q, k, v, prefix_len, chunk_start, chunk_end, keys_end, scale:
+                  _attention_matmul(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end),
+                  "CompositeExplicitAutograd")
+
 
 def _attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, prefix_len: int, chunk_start: int,
                     chunk_end: int, scale: float) -> torch.Tensor:
@@ -110,6 +123,24 @@ def attention_reference(
 
 
 attention_reference = torchscript(attention_reference)
+
+
+def attention_cpu(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+    prefix_len: int, chunk_start: int, chunk_end: int, scale: Optional[float] = None, keys_end: Optional[int] = None,
+    matmul_rows: int = _DECODE_ROWS,
+) -> torch.Tensor:
+    """attention_reference's contract, with fp32 decode rows through the `kvsplice::decode_attention`
+    op (the AVX2 kernel where kernels.native loaded it): what the engine runs off the GPU."""
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    if q.shape[1] <= matmul_rows and q.dtype == torch.float32 and k.dtype == torch.float32 \
+            and q.shape[2] in (16, 32, 64, 96, 128):
+        return torch.ops.kvsplice.decode_attention(q, k, v, prefix_len, chunk_start, chunk_end,
+                                                   chunk_end if keys_end is None else keys_end, scale)
+    return attention_reference(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end, matmul_rows)
+
+
+attention_cpu = torchscript(attention_cpu)
 
 
 # ---- Triton kernels ----------------------------------------------------------------------------
@@ -283,7 +314,7 @@ def _attend(q, k, v, prefix_len, chunk_start, chunk_end, scale, block_m, num_spl
     if q.shape[1] == 0:
         return torch.empty_like(q)
     if not use_triton(q, k, v):
-        return attention_reference(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end)
+        return attention_cpu(q, k, v, prefix_len, chunk_start, chunk_end, scale, keys_end)
     if block_m is None:
         block_m = _DECODE_ROWS if _is_decode(q, k) else _CHUNK_ROWS
     return attention_triton(q, k, v, prefix_len, chunk_start, chunk_end, scale,

@@ -148,8 +148,11 @@ class ModelWorker:
         torch.set_num_threads(threads)
         log.info("torch uses %d CPU thread(s) (%s)", threads,
                  "the threads setting" if settings.threads else "default: half the cores, 1 to 4")
-        return Host(Engine.load(settings.model, device=settings.device, dtype=settings.dtype,
-                                quant=settings.quant, memory_budget_mb=settings.memory_budget_mb))
+        engine = Engine.load(settings.model, device=settings.device, dtype=settings.dtype,
+                             quant=settings.quant, memory_budget_mb=settings.memory_budget_mb)
+        if engine.cpu_kernels is not None:
+            log.info("CPU kernels: %s", engine.cpu_kernels)
+        return Host(engine)
 
     def _connect(self) -> RemoteEngine:
         """The pool serves its own model: the model, device, dtype, quant, threads and
