@@ -16,6 +16,7 @@ from .errors import ModelLoadError
 from .cache import KVCache
 from .linear import quant_for
 from .memory import MemoryBudget
+from .packaged import model_home
 from .model import Segment, Transformer
 from .tokens import FIM_TOKENS, Vocabulary
 
@@ -56,7 +57,7 @@ class Runtime:
             raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
         self.quant = quant_for(quant, self.device, self.dtype)
         # Which kernels the CPU runs ("avx2": kernels.native's C++, or "torch (why)"); before the warm-up.
-        self.cpu_kernels = native.load() if self.device.type == "cpu" else None
+        self.cpu_kernels = native.load(model_home() / "kernels") if self.device.type == "cpu" else None
         self.model = Transformer.from_folder(self.folder, self.device, self.dtype, self.quant)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.vocab = Vocabulary(self.tokenizer)

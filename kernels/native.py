@@ -12,6 +12,8 @@ torch implementations, and `load` says why.
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import torch
@@ -25,12 +27,15 @@ _SOURCES = [str(Path(__file__).with_name(name)) for name in ("decode_attention.c
 # OpenMP: at::parallel_for runs on torch's threads. No contraction into fused multiply-adds:
 # row_ops.cpp gives the bits of the torch ops it replaces.
 _FLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-ffp-contract=off"]
+# A build takes about 30 s; a lock older than this was left by a build that was killed (an
+# editor closed mid-build), and torch would wait on it forever.
+_STALE_LOCK_S = 600
 _loaded: str | None = None
 
 
-def load() -> str:
-    """Build (once per machine) and load the C++ kernels; returns which the CPU runs ("avx2", or
-    "torch (why)"), for the server's log."""
+def load(build_root: Path | None = None) -> str:
+    """Build (once per machine, under build_root if given, else torch's TORCH_EXTENSIONS_DIR) and
+    load the C++ kernels; returns which the CPU runs ("avx2", or "torch (why)"), for the log."""
     global _loaded
     if _loaded is not None:
         return _loaded
@@ -42,9 +47,19 @@ def load() -> str:
     from torch.utils import cpp_extension
 
     try:
-        cpp_extension.load("kvsplice_cpu_kernels", _SOURCES, extra_cflags=_FLAGS,
-                           extra_ldflags=["-fopenmp"], is_python_module=False)
-    except Exception as error:  # no compiler or ninja: the torch path still runs, only slower
+        import ninja  # the wheel's binary, also when the venv's bin/ is not on PATH (an editor's spawn)
+
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        build = None
+        if build_root is not None:
+            build = Path(build_root) / f"torch-{torch.__version__}"
+            build.mkdir(parents=True, exist_ok=True)
+            lock = build / "lock"
+            if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+                lock.unlink(missing_ok=True)
+        cpp_extension.load("kvsplice_cpu_kernels", _SOURCES, extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
+                           build_directory=None if build is None else str(build), is_python_module=False)
+    except Exception as error:  # no compiler or ninja: the torch ops still run, only slower
         log.warning("the C++ CPU kernels did not build (%s); the torch ops run instead", error)
         _loaded = f"torch (the C++ kernels did not build: {str(error).splitlines()[0][:200]})"
         return _loaded

@@ -131,3 +131,25 @@ def test_int8_row_ops_give_the_bits_of_their_torch_implementations(n, width, bia
     y = torch.randn(2 * n + 1, 3 * width // 2, generator=gen)
     b = torch.randn(3 * width // 2, generator=gen) if bias else None
     assert torch.equal(torch.ops.kvsplice.int8_output(y, scale, b), rows.int8_output(y, scale, b))
+
+
+def test_a_fresh_build_needs_no_venv_on_path_and_survives_a_killed_build(tmp_path):
+    """What an editor's spawn meets on first use: the venv's bin/ (where pip put ninja) not on
+    PATH, and a lock left by a build that was killed; the build must still finish, not hang."""
+    build = tmp_path / f"torch-{torch.__version__}"
+    build.mkdir()
+    lock = build / "lock"
+    lock.touch()
+    os.utime(lock, (1, 1))  # a lock from long ago
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from kvsplice.kernels import native\n"
+        "print(native.load(Path(sys.argv[1])))\n"
+    )
+    env = dict(os.environ, PATH="/usr/bin:/bin")
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "avx2", done.stderr
+    assert any(build.glob("*.so"))
