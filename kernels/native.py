@@ -1,11 +1,12 @@
 """The C++ CPU kernels, compiled on the user's machine the first time a CPU engine loads.
 
 torch offers no CPU path that reads a decode step's cache at memory speed (bmm, SDPA, einsum,
-16-bit caches and torch.compile were measured: README, "CPU runtime"), so decode attention is
+16-bit caches and torch.compile were measured: README, "On a CPU"), so decode attention is
 hand-written for AVX2 (decode_attention.cpp); the small ops around the int8 linears are one C++
 pass each (row_ops.cpp). Built with torch's own extension builder (the machine's compiler and
-ninja; about 30 s once, then cached by torch in TORCH_EXTENSIONS_DIR), they register the CPU
-kernels of the ops that kernels/attention.py and kernels/rows.py define, so no caller changes:
+ninja; about 30 s once, then cached: the engine builds under $KVSPLICE_HOME/kernels), they
+register the CPU kernels of the ops that kernels/attention.py and kernels/rows.py define, so no
+caller changes:
 where they cannot build (no compiler, no AVX2, or KVSPLICE_KERNELS=torch) the ops keep their
 torch implementations, and `load` says why.
 """
@@ -48,8 +49,11 @@ def load(build_root: Path | None = None) -> str:
 
     try:
         import ninja  # the wheel's binary, also when the venv's bin/ is not on PATH (an editor's spawn)
-
+    except ImportError:  # a ninja on PATH still serves
+        pass
+    else:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+    try:
         build = None
         if build_root is not None:
             build = Path(build_root) / f"torch-{torch.__version__}"
