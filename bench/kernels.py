@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from kvsplice.engine.linear import Int8, int8_available
-from kvsplice.kernels import chunk_attention, decode_attention, native, rerotate_, rotate_and_move_
+from kvsplice.engine.runtime import cpu_kernels
+from kvsplice.kernels import chunk_attention, decode_attention, rerotate_, rotate_and_move_
 from kvsplice.kernels.attention import attention_reference
 from kvsplice.kernels.dispatch import triton
 
@@ -153,7 +154,7 @@ def run(models: list[str], dtype: str, device: torch.device, repeats: int, token
         linear: bool = True) -> list[Row]:
     backends = ["torch"] + (["triton"] if device.type == "cuda" and triton is not None else [])
     if device.type == "cpu":
-        native.load()
+        cpu_kernels()
     rows = []
     for model in models:
         shape = dict(MODELS[model], **({"tokens": tokens} if tokens else {}))

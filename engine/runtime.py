@@ -29,6 +29,12 @@ FIRST_ENCODE_S = 4.0
 MIN_CONTEXT = 512
 
 
+def cpu_kernels() -> str:
+    """Load kernels.native's C++ CPU kernels, built once per machine under KVSPLICE_HOME/kernels
+    (engines, the kernel benchmark and the tests share that one build); says which run."""
+    return native.load(model_home() / "kernels")
+
+
 def default_threads() -> int:
     """Half the cores, 1 to 4: torch's default of one thread per core was 8-15x slower than one
     thread on a 2-core machine whenever another process (the editor, a build) held a core, and
@@ -57,7 +63,7 @@ class Runtime:
             raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA GPU; use device='cpu'")
         self.quant = quant_for(quant, self.device, self.dtype)
         # Which kernels the CPU runs ("avx2": kernels.native's C++, or "torch (why)"); before the warm-up.
-        self.cpu_kernels = native.load(model_home() / "kernels") if self.device.type == "cpu" else None
+        self.cpu_kernels = cpu_kernels() if self.device.type == "cpu" else None
         self.model = Transformer.from_folder(self.folder, self.device, self.dtype, self.quant)
         self.tokenizer = AutoTokenizer.from_pretrained(self.folder)
         self.vocab = Vocabulary(self.tokenizer)

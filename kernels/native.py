@@ -6,9 +6,8 @@ hand-written for AVX2 (decode_attention.cpp); the small ops around the int8 line
 pass each (row_ops.cpp). Built with torch's own extension builder (the machine's compiler and
 ninja; about 30 s once, then cached: the engine builds under $KVSPLICE_HOME/kernels), they
 register the CPU kernels of the ops that kernels/attention.py and kernels/rows.py define, so no
-caller changes:
-where they cannot build (no compiler, no AVX2, or KVSPLICE_KERNELS=torch) the ops keep their
-torch implementations, and `load` says why.
+caller changes: where they cannot build (no compiler, no AVX2, or KVSPLICE_KERNELS=torch) the
+ops keep their torch implementations, and `load` says why.
 """
 from __future__ import annotations
 
@@ -34,9 +33,9 @@ _STALE_LOCK_S = 600
 _loaded: str | None = None
 
 
-def load(build_root: Path | None = None) -> str:
-    """Build (once per machine, under build_root if given, else torch's TORCH_EXTENSIONS_DIR) and
-    load the C++ kernels; returns which the CPU runs ("avx2", or "torch (why)"), for the log."""
+def load(build_root: Path) -> str:
+    """Build (once per machine, under build_root) and load the C++ kernels; returns which the CPU
+    runs ("avx2", or "torch (why)"), for the log."""
     global _loaded
     if _loaded is not None:
         return _loaded
@@ -54,15 +53,13 @@ def load(build_root: Path | None = None) -> str:
     else:
         os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
     try:
-        build = None
-        if build_root is not None:
-            build = Path(build_root) / f"torch-{torch.__version__}"
-            build.mkdir(parents=True, exist_ok=True)
-            lock = build / "lock"
-            if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
-                lock.unlink(missing_ok=True)
+        build = Path(build_root) / f"torch-{torch.__version__}"
+        build.mkdir(parents=True, exist_ok=True)
+        lock = build / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > _STALE_LOCK_S:
+            lock.unlink(missing_ok=True)
         cpp_extension.load("kvsplice_cpu_kernels", _SOURCES, extra_cflags=_FLAGS, extra_ldflags=["-fopenmp"],
-                           build_directory=None if build is None else str(build), is_python_module=False)
+                           build_directory=str(build), is_python_module=False)
     except Exception as error:  # no compiler or ninja: the torch ops still run, only slower
         log.warning("the C++ CPU kernels did not build (%s); the torch ops run instead", error)
         _loaded = f"torch (the C++ kernels did not build: {str(error).splitlines()[0][:200]})"

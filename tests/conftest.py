@@ -5,15 +5,13 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
-from kvsplice.engine.packaged import model_home  # noqa: E402
-from kvsplice.engine.runtime import Runtime  # noqa: E402
-from kvsplice.kernels import native  # noqa: E402
+from kvsplice.engine.runtime import Runtime, cpu_kernels  # noqa: E402
 from tiny_models import make_tiny_model, train_tokenizer  # noqa: E402
 
 MEASURED_ENCODE_RATE = Runtime._encode_rate
 # Every test runs the CPU kernels that users get (kernels.native's C++), whichever test runs
 # first; built where engines build them, so servers the tests start find them ready.
-native.load(model_home() / "kernels")
+cpu_kernels()
 
 
 @pytest.fixture(scope="session", autouse=True)

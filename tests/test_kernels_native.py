@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from kvsplice.kernels import native, rows
+from kvsplice.engine.runtime import cpu_kernels
+from kvsplice.kernels import rows
 from kvsplice.kernels.attention import attention_cpu, attention_reference
 from test_kernels_attention import make_qkv, naive_attention
 
@@ -18,7 +19,7 @@ OP = torch.ops.kvsplice.decode_attention
 def test_the_kernel_builds_here():
     """CI's machine has AVX2 and a compiler: the tests below must run the kernel, not the
     op's torch fallback."""
-    assert native.load() == "avx2"
+    assert cpu_kernels() == "avx2"
 
 
 # hq, hkv, dim, slots, m, prefix_len, chunk_start, chunk_end: groups of 1, 3 and 7, one and two
@@ -36,7 +37,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 def test_kernel_matches_the_reference(case):
-    assert native.load() == "avx2"
+    assert cpu_kernels() == "avx2"
     hq, hkv, dim, slots, m, prefix_len, chunk_start, chunk_end = case
     q, k, v = make_qkv(hq, hkv, dim, slots, m, torch.float32, q_rows_major=True)  # a strided q, as the engine's
     out = OP(q, k, v, prefix_len, chunk_start, chunk_end, chunk_end, dim ** -0.5)
@@ -101,9 +102,9 @@ def test_without_the_kernel_the_op_runs_the_torch_reference():
     implementation, the same bits as the reference's batched matmul."""
     script = (
         "import torch\n"
-        "from kvsplice.kernels import native\n"
+        "from kvsplice.engine.runtime import cpu_kernels\n"
         "from kvsplice.kernels.attention import _attention_matmul\n"
-        "assert native.load().startswith('torch'), native.load()\n"
+        "assert cpu_kernels().startswith('torch'), cpu_kernels()\n"
         "g = torch.Generator().manual_seed(0)\n"
         "q, k, v = (torch.randn(s, generator=g) for s in ((6, 2, 64), (2, 300, 64), (2, 300, 64)))\n"
         "out = torch.ops.kvsplice.decode_attention(q, k, v, 100, 200, 230, 240, 0.125)\n"
@@ -118,7 +119,7 @@ def test_without_the_kernel_the_op_runs_the_torch_reference():
 def test_int8_row_ops_give_the_bits_of_their_torch_implementations(n, width, bias):
     """The C++ int8_input / int8_output against kernels/rows.py's torch ops, bit for bit (the
     Python forward and the TorchScript stack may run either), outliers and a zero row included."""
-    assert native.load() == "avx2"
+    assert cpu_kernels() == "avx2"
     gen = torch.Generator().manual_seed(n)
     x = torch.randn(n, width, generator=gen) * torch.rand(n, 1, generator=gen) * 10
     x[0, 5 % width] = 300.0
